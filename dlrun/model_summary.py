@@ -1,0 +1,51 @@
+"""A Keras-style `summary()`: each layer's output shape and parameter count, from one dry forward pass."""
+from __future__ import annotations
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+
+def count_params(model: nn.Module, trainable: bool | None = True) -> int:
+    return sum(p.numel() for p in model.parameters() if trainable is None or p.requires_grad == trainable)
+
+
+def layer_table(model: nn.Module, input_shape: tuple[int, ...], device="cpu") -> list[tuple[str, str, int]]:
+    """(layer name, output shape, own parameters) for every leaf module, in call order."""
+    rows, hooks = [], []
+
+    def hook(name):
+        def fn(module, inputs, output):
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else "-"
+            rows.append((f"{name} ({type(module).__name__})", str(("N",) + shape[1:]) if shape != "-" else shape,
+                         sum(p.numel() for p in module.parameters(recurse=False))))
+        return fn
+
+    for name, m in model.named_modules():
+        if not list(m.children()):
+            hooks.append(m.register_forward_hook(hook(name or type(m).__name__)))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, *input_shape, device=device))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return rows
+
+
+def print_summary(model: nn.Module, input_shape: tuple[int, ...], console: Console, device="cpu") -> None:
+    table = Table(title=f"Model: {type(model).__name__}", title_justify="left")
+    table.add_column("Layer (type)")
+    table.add_column("Output shape")
+    table.add_column("Param #", justify="right")
+    for name, shape, n in layer_table(model, input_shape, device):
+        table.add_row(name, shape, f"{n:,}")
+    total, trainable = count_params(model, None), count_params(model, True)
+    size_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+    table.caption = (f"Total params: {total:,} ({size_mb:.2f} MB)   Trainable: {trainable:,}   "
+                     f"Non-trainable: {total - trainable:,}")
+    console.print(table)

@@ -1,0 +1,146 @@
+"""Glue: composed config -> dataset, model, optimizer, callbacks -> `Trainer.fit` -> summary.json."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+import dlrun
+from dlrun.callbacks import EarlyStopping, LoggerCallback, ModelCheckpoint
+from dlrun.checkpoint import atomic_write, load_checkpoint
+from dlrun.config import validate
+from dlrun.data import build_dataset
+from dlrun.errors import DlrunError
+from dlrun.model_summary import count_params, print_summary
+from dlrun.optim import build_optimizer, build_scheduler
+from dlrun.registry import LOGGERS, create_model
+from dlrun.tasks import build_task
+from dlrun.trainer import Interrupted, NonFiniteLoss, Trainer
+
+EXIT_CODES = {"completed": 0, "failed": 1, signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise DlrunError(f"device={name!r} is not a device: {exc}. Use auto, cpu, cuda, cuda:N or mps.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DlrunError(f"device={name} was asked for but this machine has no CUDA GPU; use device=auto or cpu.")
+    return device
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def versions() -> dict:
+    import hydra
+
+    return {"dlrun": dlrun.__version__, "python": platform.python_version(), "torch": torch.__version__,
+            "hydra": hydra.__version__, "numpy": np.__version__}
+
+
+def train(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> tuple[dict, list[dict]]:
+    """Run one training job described by `cfg` in `run_dir`; returns (summary, history).
+
+    The summary is also written to summary.json, whatever the outcome."""
+    start = time.perf_counter()
+    validate(cfg)
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    resuming = cfg.resume is not None
+    if not resuming and (run_dir / "summary.json").exists():
+        raise DlrunError(f"{run_dir} already holds a run; use `dlrun resume={run_dir}` or another folder.")
+    console = console or Console()
+    tcfg = cfg.trainer
+    seed_everything(cfg.seed, tcfg.deterministic)
+    device = resolve_device(cfg.device)
+
+    data = build_dataset(cfg.dataset)
+    in_memory = cfg.dataset.get("in_memory", True)
+    data.to(device, splits=in_memory)
+    task = build_task(cfg.task or data.task)
+    model_kw = OmegaConf.to_container(cfg.model, resolve=True)
+    model = create_model(model_kw.pop("name"), input_shape=data.input_shape, num_outputs=data.num_outputs,
+                         **model_kw).to(device)
+    if tcfg.summary and cfg.logger.console:
+        print_summary(model, data.input_shape, console, device)
+    optimizer = build_optimizer(cfg.optimizer, model.parameters())
+
+    loggers = [LOGGERS.get(name)(run_dir, console) for name, on in cfg.logger.items() if on]
+    callbacks = []
+    if tcfg.early_stopping.patience:
+        es = tcfg.early_stopping
+        callbacks.append(EarlyStopping(es.monitor, es.patience, es.min_delta))
+    callbacks += [LoggerCallback(loggers), ModelCheckpoint(ckpt_dir, tcfg.checkpoint.monitor)]
+    trainer = Trainer(model, optimizer, None, "epoch", task, data, epochs=tcfg.epochs,
+                      batch_size=tcfg.batch_size, device=device, run_dir=run_dir, callbacks=callbacks,
+                      console=console if cfg.logger.console else None, seed=cfg.seed, log_every=tcfg.log_every,
+                      limit_batches=tcfg.limit_batches, in_memory=in_memory,
+                      num_workers=cfg.dataset.get("num_workers", 0), max_grad_norm=tcfg.max_grad_norm,
+                      config=OmegaConf.to_container(cfg, resolve=True))
+    trainer.scheduler, trainer.scheduler_interval = build_scheduler(
+        cfg.scheduler, optimizer, tcfg.epochs, trainer.num_batches(data.train))
+    if resuming:
+        trainer.resume(ckpt_dir / "last.pt")
+
+    summary = {"status": "running", "model": cfg.model.name, "dataset": cfg.dataset.name,
+               "run_dir": str(run_dir), "params": count_params(model),
+               "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test)}
+    try:
+        trainer.fit()
+        summary["status"] = "completed"
+    except Interrupted as exc:
+        summary["status"], summary["signal"] = "interrupted", exc.signum
+        console.print(f"[yellow]{exc} received: state saved to {ckpt_dir / 'last.pt'}; "
+                      f"continue with `dlrun resume={run_dir}`[/yellow]")
+    except NonFiniteLoss as exc:
+        summary["status"], summary["error"] = "failed", str(exc)
+    summary.update(epochs_completed=trainer.epoch, stop_reason=trainer.stop_reason)
+
+    if summary["status"] == "completed":
+        best = ckpt_dir / "best.pt"
+        if best.exists():  # test with the best weights, as the final answer of the run
+            model.load_state_dict(load_checkpoint(best, map_location=device)["model"])
+        test = trainer.evaluate(data.test)
+        summary.update({f"test_{k}": v for k, v in test.items()})
+    cb = next(c for c in callbacks if isinstance(c, ModelCheckpoint))
+    summary.update(best_epoch=cb.best_epoch, best_monitor=cb.monitor, best_value=cb.best,
+                   history=trainer.history[-1] if trainer.history else None,
+                   wall_time=time.perf_counter() - start, versions=versions())
+    summary["last_epoch"] = summary.pop("history")
+    text = json.dumps(summary, indent=2, default=str)
+    atomic_write(run_dir / "summary.json", lambda f: f.write(text.encode()))
+    for lg in loggers:
+        lg.finish(summary)
+    if summary["status"] == "failed":
+        raise NonFiniteLoss(summary["error"])
+    return summary, trainer.history
+
+
+def exit_code(summary: dict) -> int:
+    if summary["status"] == "interrupted":
+        return EXIT_CODES.get(summary.get("signal"), 1)
+    return EXIT_CODES.get(summary["status"], 1)
