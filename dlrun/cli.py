@@ -23,7 +23,7 @@ _FAILED: list[str] = []  # jobs of a sweep that failed, reported as they fail
 
 
 def print_error(message: str) -> None:
-    Console(stderr=True).print(Text("error: ", style="bold red") + Text(message))
+    Console(stderr=True, soft_wrap=True).print(Text("error: ", style="bold red") + Text(message))
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -105,17 +105,16 @@ def _app(cfg: DictConfig) -> None:
     run_dir = Path(hc.runtime.output_dir)
     try:
         summary, _ = train(cfg, run_dir)
-        code = exit_code(summary)
-        message = f"run {summary['status']}"
+        code, message = exit_code(summary), f"run {summary['status']}"  # non-zero only if interrupted
     except DlrunError as exc:
-        print_error(str(exc))
-        code, message = exc.exit_code, str(exc).splitlines()[0]
-    if code:
-        if hc.mode == RunMode.MULTIRUN:  # report now, keep the other jobs going
-            line = f"job {hc.job.num} failed ({' '.join(hc.overrides.task)}): {message}; folder: {run_dir}"
-            _FAILED.append(line)
-            print_error(line)
-            return
+        code, message = exc.exit_code, str(exc)
+        if hc.mode != RunMode.MULTIRUN:
+            print_error(message)
+    if code and hc.mode == RunMode.MULTIRUN:  # report now, in one line, and keep the other jobs going
+        line = f"job {hc.job.num} failed ({' '.join(hc.overrides.task)}): {message.splitlines()[0]}; folder: {run_dir}"
+        _FAILED.append(line)
+        print_error(line)
+    elif code:
         sys.exit(code)
 
 

@@ -125,8 +125,8 @@ def check_overrides(overrides: list[str]) -> None:
             raise DlrunError(_explain_missing(str(exc))) from None
         except ConfigCompositionException as exc:
             cause = exc.__cause__ or exc
-            msg = _explain_key(str(cause), job, compose) or str(exc)
-            raise DlrunError(msg) from None
+            msg = _explain_key(str(cause), job, compose) or str(exc) or f"{type(cause).__name__}: {cause}"
+            raise DlrunError(f"the config could not be composed: {msg}" if msg == str(exc) else msg) from None
 
 
 def _explain_missing(msg: str) -> str:

@@ -1,0 +1,44 @@
+"""Shared helpers: run the real `dlrun` CLI as a subprocess and read what it wrote."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DLRUN = Path(sys.executable).with_name("dlrun")
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def run_dlrun(*args: str, env: dict | None = None, timeout: float = 240, cwd: Path | None = None):
+    """`dlrun ARGS...` as a user would type it; plain output (CI=1), data cache in a temp folder."""
+    full_env = {**os.environ, "CI": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([str(DLRUN), *args], capture_output=True, text=True, timeout=timeout,
+                          env=full_env, cwd=cwd or ROOT)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def assert_clean_error(proc, code: int, *fragments: str) -> None:
+    """A user error: the expected exit code, the message, and no Python traceback."""
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == code, out
+    assert "Traceback" not in out, out
+    for frag in fragments:
+        assert frag in out, f"{frag!r} not in:\n{out}"
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    return tmp_path / "run"

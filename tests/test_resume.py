@@ -1,0 +1,75 @@
+"""Interrupt a run with a signal, resume it, and land on exactly the uninterrupted run's numbers."""
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+
+from conftest import DLRUN, ROOT, assert_clean_error, read_json, read_jsonl, run_dlrun
+
+# Big enough that an epoch takes a while on 2 cores, so the signal lands mid-run; dropout exercises the RNG.
+ARGS = ["trainer.epochs=6", "trainer.deterministic=true", "model.hidden=[256,256]", "model.dropout=0.2",
+        "trainer.batch_size=16", "logger=quiet"]
+
+
+def interrupt_after(run_dir, rows: int, sig: int) -> int:
+    """Start a run, send `sig` once `rows` epochs are logged, return the exit code."""
+    proc = subprocess.Popen([str(DLRUN), *ARGS, f"hydra.run.dir={run_dir}"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "CI": "1"})
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= rows:
+            time.sleep(0.05)  # land inside the next epoch, not on its boundary
+            proc.send_signal(sig)
+            break
+        time.sleep(0.01)
+    proc.communicate(timeout=120)
+    return proc.returncode
+
+
+def test_sigterm_then_resume_matches_the_uninterrupted_run(tmp_path):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert run_dlrun(*ARGS, f"hydra.run.dir={full}").returncode == 0
+
+    code = interrupt_after(cut, rows=2, sig=signal.SIGTERM)
+    assert code == 143
+    summary = read_json(cut / "summary.json")
+    assert summary["status"] == "interrupted" and 2 <= summary["epochs_completed"] < 6
+    state = torch.load(cut / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == summary["epochs_completed"]
+
+    proc = run_dlrun(f"resume={cut}")
+    assert proc.returncode == 0, proc.stderr
+    a, b = read_json(full / "summary.json"), read_json(cut / "summary.json")
+    assert b["status"] == "completed" and b["epochs_completed"] == 6
+    assert b["test_loss"] == pytest.approx(a["test_loss"], abs=1e-6)
+    assert b["test_accuracy"] == a["test_accuracy"]
+    rows_a, rows_b = read_jsonl(full / "metrics.jsonl"), read_jsonl(cut / "metrics.jsonl")
+    assert [r["epoch"] for r in rows_b] == list(range(1, 7))  # no duplicated or missing rows
+    assert [r["train_loss"] for r in rows_b] == pytest.approx([r["train_loss"] for r in rows_a], abs=1e-6)
+
+
+def test_sigint_exits_130_and_resume_can_extend_the_run(tmp_path):
+    cut = tmp_path / "cut"
+    assert interrupt_after(cut, rows=1, sig=signal.SIGINT) == 130
+    assert read_json(cut / "summary.json")["status"] == "interrupted"
+    proc = run_dlrun(f"resume={cut}", "trainer.epochs=8")
+    assert proc.returncode == 0, proc.stderr
+    assert [r["epoch"] for r in read_jsonl(cut / "metrics.jsonl")] == list(range(1, 9))
+    assert read_json(cut / "summary.json")["epochs_completed"] == 8
+
+
+def test_resume_of_a_folder_without_a_run_is_refused(tmp_path):
+    assert_clean_error(run_dlrun(f"resume={tmp_path}"), 2, "cannot resume", "checkpoints/last.pt")
+
+
+def test_a_new_run_never_overwrites_an_existing_run_folder(tmp_path):
+    run_dir = tmp_path / "r"
+    assert run_dlrun("debug=smoke", f"hydra.run.dir={run_dir}").returncode == 0
+    before = {p.name: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    proc = run_dlrun("debug=smoke", "model=cnn", f"hydra.run.dir={run_dir}")
+    assert_clean_error(proc, 2, "already holds a run", f"dlrun resume={run_dir}")
+    assert {p.name: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
