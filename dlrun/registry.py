@@ -36,7 +36,7 @@ class Registry:
     def __init__(self, kind: str, builtin_modules: tuple[str, ...] = (), entry_point_group: str | None = None):
         self.kind = kind
         self.entry_point_group = entry_point_group
-        self._builtin_modules = builtin_modules
+        self.builtin_modules = builtin_modules
         self._entries: dict[str, Entry] = {}
         self._loaded = False
 
@@ -59,7 +59,7 @@ class Registry:
         if self._loaded:
             return
         self._loaded = True
-        for mod in self._builtin_modules:
+        for mod in self.builtin_modules:
             importlib.import_module(mod)
         if self.entry_point_group:
             for ep in entry_points(group=self.entry_point_group):
