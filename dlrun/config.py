@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from dlrun.errors import DlrunError, did_you_mean
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-GROUPS = ("model", "optimizer", "scheduler", "dataset", "trainer", "logger", "experiment", "debug")
+GROUPS = ("model", "optimizer", "scheduler", "dataset", "trainer", "loss", "logger", "experiment", "debug")
 
 
 def group_options(group: str) -> list[str]:
@@ -46,6 +46,10 @@ def validate(cfg: DictConfig) -> None:
         bad("model.dropout", dropout, "a number in [0, 1)")
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
         bad("seed", cfg.seed, "an integer")
+    for key in ("l1", "l2"):
+        v = t.get(key, 0.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            bad(f"trainer.{key}", v, "a number >= 0")
     patience = t.early_stopping.patience
     if patience is not None and not _positive_int(patience):
         bad("trainer.early_stopping.patience", patience, "null (off) or a positive integer")

@@ -67,6 +67,17 @@ def plateau(optimizer, epochs: int, steps_per_epoch: int, factor: float = 0.1, p
     return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=factor, patience=patience)
 
 
+@register_scheduler("warmup_cosine")
+def warmup_cosine(optimizer, epochs: int, steps_per_epoch: int, warmup_epochs: int = 2, start_factor: float = 0.01,
+                  min_lr: float = 0.0):
+    """linear warm-up, then cosine annealing; per step (LinearLR then CosineAnnealingLR)"""
+    warm = max(1, min(warmup_epochs, epochs - 1) * steps_per_epoch) if epochs > 1 else 1
+    total = max(epochs * steps_per_epoch, warm + 1)
+    S = torch.optim.lr_scheduler
+    return S.SequentialLR(optimizer, [S.LinearLR(optimizer, start_factor, 1.0, total_iters=warm),
+                                      S.CosineAnnealingLR(optimizer, T_max=total - warm, eta_min=min_lr)], [warm])
+
+
 def build_scheduler(cfg: DictConfig, optimizer, epochs: int, steps_per_epoch: int):
     """The scheduler (or None) and whether it steps per 'epoch' or per 'step'."""
     name, kw = _kwargs(cfg)

@@ -94,7 +94,9 @@ class Registry:
         return str(name).lower() in self._entries
 
 
-MODELS = Registry("model", ("dlrun.models.mlp", "dlrun.models.cnn"), "dlrun.models")
+MODELS = Registry("model", ("dlrun.models.mlp", "dlrun.models.cnn", "dlrun.models.lenet", "dlrun.models.vgg",
+                            "dlrun.models.resnet", "dlrun.models.inception", "dlrun.models.sequential",
+                            "dlrun.models.tv"), "dlrun.models")
 DATASETS = Registry("dataset", ("dlrun.data.digits", "dlrun.data.synthetic", "dlrun.data.vision"), "dlrun.datasets")
 OPTIMIZERS = Registry("optimizer", ("dlrun.optim",))
 SCHEDULERS = Registry("scheduler", ("dlrun.optim",))

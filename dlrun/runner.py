@@ -23,6 +23,7 @@ from dlrun.errors import DlrunError
 from dlrun.model_summary import count_params, print_summary
 from dlrun.optim import build_optimizer, build_scheduler
 from dlrun.registry import LOGGERS, create_model
+from dlrun.metrics import plot_confusion, test_metrics
 from dlrun.tasks import build_task
 from dlrun.trainer import Interrupted, NonFiniteLoss, Trainer
 
@@ -81,13 +82,14 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> tup
     data = build_dataset(cfg.dataset)
     in_memory = cfg.dataset.get("in_memory", True)
     data.to(device, splits=in_memory)
-    task = build_task(cfg.task or data.task)
+    data.adapt_to_task(cfg.task or data.task)
+    task = build_task(data.task, cfg.loss, data.num_outputs)
     model_kw = OmegaConf.to_container(cfg.model, resolve=True)
     model = create_model(model_kw.pop("name"), input_shape=data.input_shape, num_outputs=data.num_outputs,
                          **model_kw).to(device)
     if tcfg.summary and cfg.logger.console:
         print_summary(model, data.input_shape, console, device)
-    optimizer = build_optimizer(cfg.optimizer, model.parameters())
+    optimizer = build_optimizer(cfg.optimizer, model.param_groups(cfg.optimizer.get("lr")) if hasattr(model, "param_groups") else model.parameters())
 
     loggers = [LOGGERS.get(name)(run_dir, console) for name, on in cfg.logger.items() if on]
     callbacks = []
@@ -100,6 +102,7 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> tup
                       console=console if cfg.logger.console else None, seed=cfg.seed, log_every=tcfg.log_every,
                       limit_batches=tcfg.limit_batches, in_memory=in_memory,
                       num_workers=cfg.dataset.get("num_workers", 0), max_grad_norm=tcfg.max_grad_norm,
+                      l1=tcfg.l1, l2=tcfg.l2,
                       config=OmegaConf.to_container(cfg, resolve=True))
     trainer.scheduler, trainer.scheduler_interval = build_scheduler(
         cfg.scheduler, optimizer, tcfg.epochs, trainer.num_batches(data.train))
@@ -124,8 +127,16 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> tup
         best = ckpt_dir / "best.pt"
         if best.exists():  # test with the best weights, as the final answer of the run
             model.load_state_dict(load_checkpoint(best, map_location=device)["model"])
-        test = trainer.evaluate(data.test)
-        summary.update({f"test_{k}": v for k, v in test.items()})
+        outputs: list = []
+        test = trainer.evaluate(data.test, outputs)
+        metrics, cm = test_metrics(task, torch.cat([o for o, _ in outputs]), torch.cat([y for _, y in outputs]),
+                                   data.classes)
+        test.update(metrics)
+        summary.update({f"test_{k}": v for k, v in test.items()}, task=task.name, loss=task.loss_name)
+        if cm is not None:
+            summary["confusion_matrix"] = cm.tolist()
+            plot_confusion(cm, data.classes, run_dir / "confusion_matrix.png",
+                           f"{cfg.model.name} on {cfg.dataset.name}: test confusion matrix")
     cb = next(c for c in callbacks if isinstance(c, ModelCheckpoint))
     summary.update(best_epoch=cb.best_epoch, best_monitor=cb.monitor, best_value=cb.best,
                    history=trainer.history[-1] if trainer.history else None,

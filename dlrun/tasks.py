@@ -1,4 +1,15 @@
-"""What is being learned decides the loss and the metrics (seed 004's table: softmax + cross-entropy, linear + MSE)."""
+"""What is being learned decides the output layer, the loss and the metrics (seed 004's table).
+
+| task       | targets                 | last layer | loss (default first)          |
+|------------|-------------------------|------------|-------------------------------|
+| multiclass | one class index         | softmax    | cross_entropy                 |
+| binary     | 0 or 1                  | sigmoid    | bce                           |
+| multilabel | several 0/1 per sample  | sigmoid    | bce                           |
+| regression | real numbers            | linear     | mse, mae, huber               |
+
+Models output raw scores (logits); the softmax or sigmoid lives inside the loss
+(`CrossEntropyLoss`, `BCEWithLogitsLoss`), which is the numerically stable form of the same thing.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,21 +19,56 @@ from torch import nn
 
 from dlrun.errors import DlrunError
 
+TASKS = ("multiclass", "binary", "multilabel", "regression")
+LOSSES = {"multiclass": ("cross_entropy",), "binary": ("bce", "mse"), "multilabel": ("bce",),
+          "regression": ("mse", "mae", "huber")}
+OUTPUT = {"multiclass": "softmax", "binary": "sigmoid", "multilabel": "sigmoid", "regression": "linear"}
+
 
 @dataclass
 class Task:
     name: str
+    loss_name: str
     loss_fn: nn.Module
-    classification: bool
+
+    @property
+    def classification(self) -> bool:
+        return self.name != "regression"
+
+    def predict(self, out: torch.Tensor) -> torch.Tensor:
+        """Class indices (multiclass), 0/1 (binary, multilabel) or the values themselves (regression)."""
+        if self.name == "multiclass":
+            return out.argmax(dim=1)
+        if self.name in ("binary", "multilabel"):
+            return (out > 0).to(out.dtype) if self.loss_name == "bce" else (out > 0.5).to(out.dtype)
+        return out
 
     def correct(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Number of right predictions in a batch, on the device (no sync)."""
-        return (out.argmax(dim=1) == y).sum()
+        """Right predictions in a batch, on the device; multilabel counts the fraction of labels right."""
+        hit = (self.predict(out) == y).float()
+        return hit.mean(dim=1).sum() if hit.dim() > 1 else hit.sum()
 
 
-def build_task(name: str) -> Task:
-    if name == "multiclass":
-        return Task(name, nn.CrossEntropyLoss(), True)  # the model outputs logits; softmax lives in the loss
-    if name == "regression":
-        return Task(name, nn.MSELoss(), False)  # linear output layer
-    raise DlrunError(f"unknown task '{name}'. Choose multiclass or regression.")
+def build_task(task: str, loss: dict, num_outputs: int) -> Task:
+    """The task (inferred or chosen) with its loss; a loss that cannot fit the task is refused."""
+    if task not in TASKS:
+        raise DlrunError(f"unknown task '{task}'. Choose one of {', '.join(TASKS)}.")
+    loss = dict(loss)
+    name = loss.pop("name")
+    if name == "auto":
+        name = LOSSES[task][0]
+    if name not in LOSSES[task]:
+        hint = {
+            ("multiclass", "bce"): "bce (sigmoid outputs) is for binary or multi-label targets; a single-label "
+                                   f"{num_outputs}-class problem uses loss=cross_entropy (softmax outputs)",
+            ("binary", "cross_entropy"): "cross-entropy needs one output per class, and a binary task has a single "
+                                         "output; use loss=bce (sigmoid output), or task=multiclass for 2 softmax outputs",
+        }.get((task, name), f"task={task} takes loss={' or '.join(LOSSES[task])}")
+        raise DlrunError(f"loss={name} does not fit task={task}: {hint}.")
+    if name == "cross_entropy" and num_outputs < 2:
+        raise DlrunError("loss=cross_entropy on a single output cannot learn (softmax of one value is always 1); "
+                         "use task=binary with loss=bce.")
+    fn = {"cross_entropy": lambda: nn.CrossEntropyLoss(label_smoothing=loss.get("label_smoothing", 0.0)),
+          "bce": nn.BCEWithLogitsLoss, "mse": nn.MSELoss, "mae": nn.L1Loss,
+          "huber": lambda: nn.HuberLoss(delta=loss.get("delta", 1.0))}[name]()
+    return Task(task, name, fn)

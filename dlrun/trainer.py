@@ -40,7 +40,7 @@ class Trainer:
                  data: DataBundle, *, epochs: int, batch_size, device: torch.device, run_dir: Path,
                  callbacks=(), console=None, seed: int = 0, log_every: int = 50, limit_batches: int | None = None,
                  in_memory: bool = True, num_workers: int = 0, max_grad_norm: float | None = None,
-                 config: dict | None = None):
+                 l1: float = 0.0, l2: float = 0.0, config: dict | None = None):
         self.model, self.optimizer, self.task, self.data = model, optimizer, task, data
         self.scheduler, self.scheduler_interval = scheduler, scheduler_interval
         self.epochs, self.batch_size, self.device = epochs, batch_size, device
@@ -48,6 +48,9 @@ class Trainer:
         self.log_every, self.limit_batches, self.max_grad_norm = log_every, limit_batches, max_grad_norm
         self.in_memory, self.num_workers, self.config = in_memory, num_workers, config or {}
         self.progress = EpochProgress(console) if console is not None else None
+        # L1/L2 as the seeds write them: lambda/n * sum|w| and lambda/(2n) * sum w^2, weights only (no biases)
+        self.l1, self.l2, self.n_train = l1, l2, len(data.train)
+        self.penalised = [p for p in model.parameters() if p.dim() > 1 and p.requires_grad]
         self.history: list[dict] = []
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken
@@ -151,8 +154,9 @@ class Trainer:
     def _step(self, x: torch.Tensor, y: torch.Tensor):
         out = self.model(self.data.prepare(x))
         loss = self.task.loss_fn(out, y)
+        objective = loss + self._penalty() if (self.l1 or self.l2) else loss
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         if self.max_grad_norm:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
         self.optimizer.step()
@@ -161,6 +165,11 @@ class Trainer:
         self.step += 1
         correct = self.task.correct(out.detach(), y) if self.task.classification else 0
         return loss, correct
+
+    def _penalty(self) -> torch.Tensor:
+        l1 = sum(p.abs().sum() for p in self.penalised) * (self.l1 / self.n_train) if self.l1 else 0.0
+        l2 = sum(p.pow(2).sum() for p in self.penalised) * (self.l2 / (2 * self.n_train)) if self.l2 else 0.0
+        return l1 + l2
 
     def _check_finite(self, bad_step: torch.Tensor, epoch: int, i: int) -> None:
         bad = int(bad_step)
@@ -171,12 +180,14 @@ class Trainer:
                                 f"(optimizer step {bad} of the run); {keep}. Try a smaller optimizer.lr or trainer.max_grad_norm.")
 
     @torch.no_grad()
-    def evaluate(self, split: Split) -> dict:
-        """Mean loss (and accuracy) over a split, read from the device once."""
+    def evaluate(self, split: Split, outputs: list | None = None) -> dict:
+        """Mean loss (and accuracy) over a split, read from the device once; `outputs` collects (out, y)."""
         self.model.eval()
         sums, count = torch.zeros(2, device=self.device), 0
         for x, y in self.batches(split):
             out = self.model(self.data.prepare(x))
+            if outputs is not None:
+                outputs.append((out, y))
             sums[0] += self.task.loss_fn(out, y) * len(y)
             if self.task.classification:
                 sums[1] += self.task.correct(out, y)

@@ -49,6 +49,26 @@ class DataBundle:
         self._mean, self._std = self._mean.to(device), self._std.to(device)
         return self
 
+    def adapt_to_task(self, task: str) -> None:
+        """Shape the targets for `task`: class indices -> a 0/1 column for binary, checks for the rest."""
+        if task == self.task:
+            return
+        if task == "binary" and self.task == "multiclass":
+            if self.num_outputs != 2:
+                raise DlrunError(f"task=binary needs two classes, and this dataset has {self.num_outputs}; "
+                                 "use task=multiclass, or pick two classes (e.g. dataset.classes=[3,8] for digits).")
+            for s in (self.train, self.val, self.test):
+                s.y = s.y.float().unsqueeze(1)
+            self.num_outputs = 1
+        elif task == "multiclass" and self.task == "binary":
+            for s in (self.train, self.val, self.test):
+                s.y = s.y.squeeze(1).long()
+            self.num_outputs = 2
+        else:
+            raise DlrunError(f"task={task} does not fit the {self.task} targets of this dataset; "
+                             f"leave task unset to use {self.task}.")
+        self.task = task
+
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Raw batch -> normalised float batch. Done per batch so images can stay uint8 (4x less memory)."""
         return (x.float() / self.scale - self._mean) / self._std

@@ -15,14 +15,44 @@ ACTIVATIONS = {
     "leaky_relu": nn.LeakyReLU,
     "elu": nn.ELU,
     "gelu": nn.GELU,
+    "selu": nn.SELU,
+    "celu": nn.CELU,
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,
+    "mish": nn.Mish,
+    "relu6": nn.ReLU6,
+    "hardtanh": nn.Hardtanh,
+    "hardswish": nn.Hardswish,
+    "hardsigmoid": nn.Hardsigmoid,
+    "softplus": nn.Softplus,
+    "softsign": nn.Softsign,
+    "tanhshrink": nn.Tanhshrink,
+    "logsigmoid": nn.LogSigmoid,
+    "prelu": nn.PReLU,
     "linear": nn.Identity,
 }
 
 
-def activation(name: str) -> nn.Module:
+class Maxout(nn.Module):
+    """Maxout (Goodfellow et al. 2013): the max over k linear pieces; features shrink k-fold along dim 1."""
+
+    def __init__(self, k: int = 2):
+        super().__init__()
+        self.k = k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(1, (x.shape[1] // self.k, self.k)).amax(dim=2)
+
+
+def activation(name: str, slope: float = 0.01, k: int = 2) -> nn.Module:
+    """An activation by name; `slope` for leaky_relu, `k` pieces for maxout (its layer must give k x units)."""
+    if name == "leaky_relu":
+        return nn.LeakyReLU(slope)
+    if name == "maxout":
+        return Maxout(k)
     if name not in ACTIVATIONS:
-        raise DlrunError(f"unknown activation '{name}'.{did_you_mean(name, ACTIVATIONS)} "
-                         f"Choose one of {', '.join(ACTIVATIONS)}.")
+        raise DlrunError(f"unknown activation '{name}'.{did_you_mean(name, [*ACTIVATIONS, 'maxout'])} "
+                         f"Choose one of {', '.join(ACTIVATIONS)}, maxout.")
     return ACTIVATIONS[name]()
 
 
@@ -37,8 +67,11 @@ INITS = {
     "ones": nn.init.ones_,
     "normal": lambda w: nn.init.normal_(w, 0.0, 1.0),
     "uniform": lambda w: nn.init.uniform_(w, -1.0, 1.0),
+    "truncated_normal": lambda w: nn.init.trunc_normal_(w, 0.0, 1.0, -2.0, 2.0),
     "lecun": _lecun_normal,
     "he": lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"),
+    "he_normal": lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"),
+    "he_uniform": lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"),
     "glorot_uniform": nn.init.xavier_uniform_,
     "glorot_normal": nn.init.xavier_normal_,
 }
@@ -52,7 +85,7 @@ def init_weights(model: nn.Module, scheme: str = "default") -> nn.Module:
         raise DlrunError(f"unknown init '{scheme}'.{did_you_mean(scheme, INITS)} "
                          f"Choose one of default, {', '.join(INITS)}.")
     for m in model.modules():
-        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)):
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d)):
             INITS[scheme](m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)

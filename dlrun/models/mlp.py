@@ -20,12 +20,15 @@ def perceptron(input_shape: Sequence[int], num_outputs: int, init: str = "defaul
 
 @register_model("mlp")
 def mlp(input_shape: Sequence[int], num_outputs: int, hidden: Sequence[int] = (256, 128),
-        activation: str = "relu", dropout: float = 0.0, norm: str = "none", init: str = "default") -> nn.Module:
+        activation: str = "relu", dropout: float = 0.0, norm: str = "none", init: str = "default",
+        leaky_slope: float = 0.01, maxout_k: int = 2) -> nn.Module:
     """Multi-layer perceptron: [dense -> norm -> activation -> dropout] per hidden layer."""
     layers: list[nn.Module] = [nn.Flatten()]
     width = math.prod(input_shape)
+    pieces = maxout_k if activation == "maxout" else 1  # maxout: k linear pieces per unit
     for h in hidden:
-        layers += [nn.Linear(width, int(h)), norm_layer(norm, int(h), 1), make_activation(activation)]
+        layers += [nn.Linear(width, int(h) * pieces), norm_layer(norm, int(h) * pieces, 1),
+                   make_activation(activation, leaky_slope, maxout_k)]
         if dropout:
             layers.append(nn.Dropout(dropout))
         width = int(h)

@@ -1,0 +1,71 @@
+"""Test-set metrics from predictions: accuracy, macro precision/recall/F1 and the confusion matrix
+for classification; MSE, MAE and R² for regression. Plain torch, computed once at the end."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def confusion_matrix(pred: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    """k x k counts: row = true class, column = predicted class."""
+    return torch.bincount(y.long() * k + pred.long(), minlength=k * k).view(k, k)
+
+
+def classification_metrics(cm: torch.Tensor) -> dict:
+    cm = cm.double()
+    tp = cm.diag()
+    precision = tp / cm.sum(0).clamp_min(1)
+    recall = tp / cm.sum(1).clamp_min(1)
+    f1 = 2 * precision * recall / (precision + recall).clamp_min(1e-12)
+    return {"precision_macro": precision.mean().item(), "recall_macro": recall.mean().item(),
+            "f1_macro": f1.mean().item()}
+
+
+def regression_metrics(out: torch.Tensor, y: torch.Tensor) -> dict:
+    err = out.double() - y.double()
+    ss_tot = ((y.double() - y.double().mean(0)) ** 2).sum()
+    return {"mse": err.pow(2).mean().item(), "mae": err.abs().mean().item(),
+            "r2": (1 - err.pow(2).sum() / ss_tot).item()}
+
+
+def test_metrics(task, out: torch.Tensor, y: torch.Tensor, classes: list[str] | None) -> tuple[dict, torch.Tensor | None]:
+    """Metrics for the summary and, for single-label classification, the confusion matrix."""
+    out, y = out.cpu(), y.cpu()
+    if task.name == "regression":
+        return regression_metrics(out, y), None
+    pred = task.predict(out)
+    if task.name == "multilabel":  # per label, then averaged (macro)
+        tp = (pred * y).sum(0)
+        precision = tp / pred.sum(0).clamp_min(1)
+        recall = tp / y.sum(0).clamp_min(1)
+        f1 = 2 * precision * recall / (precision + recall).clamp_min(1e-12)
+        return {"precision_macro": precision.mean().item(), "recall_macro": recall.mean().item(),
+                "f1_macro": f1.mean().item()}, None
+    k = len(classes) if classes else int(max(out.shape[1], 2))
+    if task.name == "binary":
+        pred, y, k = pred.flatten(), y.flatten(), 2
+    cm = confusion_matrix(pred, y, k)
+    return classification_metrics(cm), cm
+
+
+def plot_confusion(cm: torch.Tensor, classes: list[str] | None, path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = cm.shape[0]
+    labels = classes if classes and len(classes) == k else [str(i) for i in range(k)]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.5 * k, 0.8 + 0.5 * k))
+    ax.imshow(cm.numpy(), cmap="Blues")
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set(xticks=range(k), yticks=range(k), xlabel="predicted", ylabel="true", title=title)
+    ax.set_xticklabels(labels, rotation=90, fontsize=7)
+    ax.set_yticklabels(labels, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
