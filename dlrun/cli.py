@@ -72,6 +72,7 @@ Usage:
   dlrun resume=RUN_DIR [trainer.epochs=N]    continue an interrupted run in its own folder
   dlrun list [models|datasets|optimizers|schedulers|loggers] [PATTERN]
                                              what is registered, with a short description
+  dlrun summary [OVERRIDES]                  the model's layers, output shapes and parameters, without training
   dlrun --cfg job [OVERRIDES]                print the composed config without running
   dlrun --hydra-help                         Hydra's own flags (-m, --cfg, -cd, ...)
 
@@ -110,7 +111,8 @@ def _app(cfg: DictConfig) -> None:
         code, message = exc.exit_code, str(exc)
         if hc.mode != RunMode.MULTIRUN:
             print_error(message)
-    if code and hc.mode == RunMode.MULTIRUN:  # report now, in one line, and keep the other jobs going
+    interrupted = code in (130, 143)  # a signal stops the whole sweep, not just this job
+    if code and hc.mode == RunMode.MULTIRUN and not interrupted:  # report now, in one line, keep going
         line = f"job {hc.job.num} failed ({' '.join(hc.overrides.task)}): {message.splitlines()[0]}; folder: {run_dir}"
         _FAILED.append(line)
         print_error(line)
@@ -122,6 +124,10 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "list":
         sys.exit(list_command(argv[1:]))
+    if argv and argv[0] == "summary":  # the model summary of a config, without training
+        from dlrun.summary_command import summary_command
+
+        sys.exit(summary_command(argv[1:]))
     if argv and argv[0] in ("-h", "--help"):  # our own page: Hydra's lists groups by composing ~90 times (1.5 s)
         print(help_text(), end="")
         sys.exit(0)

@@ -235,7 +235,12 @@ _KEYS = {**{k.replace("_", ""): k for k in LAYERS}, **ALIASES}
 def _scalar(text: str) -> Any:
     """'32' -> 32, '0.5' -> 0.5, 'true' -> True, 'same' -> 'same' (YAML's rules)."""
     value = yaml.safe_load(text) if text.strip() else None
-    return value if isinstance(value, (int, float, bool, str)) or value is None else text
+    if isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads '1e-3' as a string
+        except ValueError:
+            return value
+    return value if isinstance(value, (int, float, bool)) or value is None else text
 
 
 def parse_layer(entry: Any, index: int) -> tuple[str, list, dict]:

@@ -1,0 +1,78 @@
+"""`dlrun summary [OVERRIDES]`: the Keras-style model summary for a config, without training.
+
+The dataset is built to learn the input shape and the number of outputs, without downloading
+anything (`dataset.download=false`). When it cannot be loaded (CIFAR offline, say), the shapes
+of the datasets dlrun knows come from KNOWN_SHAPES, so `dlrun summary model=resnet dataset=cifar10`
+works on any machine.
+"""
+from __future__ import annotations
+
+from rich.console import Console
+
+from dlrun.errors import DlrunError
+
+# name -> (input shape without the batch dimension, number of classes): what the builders would return
+KNOWN_SHAPES = {
+    "digits": ((1, 8, 8), 10),
+    "mnist": ((1, 28, 28), 10),
+    "fashion_mnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+    "cifar100": ((3, 32, 32), 100),
+}
+
+
+def model_and_shape(overrides: list[str], console: Console | None = None):
+    """Compose the config like `dlrun OVERRIDES` would, then build (model, input_shape, num_outputs, note)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf, open_dict
+
+    from dlrun.config import CONF_DIR, check_overrides, register_plugin_configs
+
+    register_plugin_configs()
+    if overrides:
+        check_overrides(overrides)
+    with initialize_config_dir(CONF_DIR, version_base="1.3", job_name="dlrun"):
+        cfg = compose("config", overrides=overrides)
+    from dlrun.data import build_dataset
+    from dlrun.registry import create_model
+
+    note = ""
+    dcfg = cfg.dataset.copy()
+    if "download" in dcfg:
+        with open_dict(dcfg):
+            dcfg.download = False  # a summary never downloads a data set
+    try:
+        data = build_dataset(dcfg)
+        input_shape, num_outputs = tuple(data.input_shape), data.num_outputs
+    except DlrunError as exc:
+        if cfg.dataset.name not in KNOWN_SHAPES:
+            raise
+        input_shape, num_outputs = KNOWN_SHAPES[cfg.dataset.name]
+        note = (f"({cfg.dataset.name} is not on this machine, so its known shape is used: "
+                f"{str(exc).splitlines()[0]})")
+    model_kw = OmegaConf.to_container(cfg.model, resolve=True)
+    model = create_model(model_kw.pop("name"), input_shape=input_shape, num_outputs=num_outputs, **model_kw)
+    return model, input_shape, num_outputs, note, cfg
+
+
+def summary_command(overrides: list[str]) -> int:
+    from dlrun.cli import print_error
+
+    if any(a in ("-h", "--help") for a in overrides):
+        print("Usage: dlrun summary [GROUP=OPTION ...] [KEY=VALUE ...]\n"
+              "Prints the model's layers, output shapes and parameter counts for the composed config, without "
+              "training.\nExample: dlrun summary model=resnet dataset=cifar10")
+        return 0
+    console = Console()
+    try:
+        model, input_shape, num_outputs, note, cfg = model_and_shape(overrides)
+    except DlrunError as exc:
+        print_error(str(exc))
+        return exc.exit_code
+    from dlrun.model_summary import print_summary
+
+    console.print(f"model={cfg.model.name} dataset={cfg.dataset.name}: input {input_shape} -> {num_outputs} outputs")
+    if note:
+        console.print(note, style="yellow")
+    print_summary(model, input_shape, console)
+    return 0
