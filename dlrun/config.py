@@ -178,5 +178,5 @@ def register_plugin_configs() -> None:
         for ep in entry_points(group=ep_group):
             name = ep.name.lower()
             if name not in builtin:
-                node = {"name": name} if group == "model" else {"name": name, "in_memory": True, "num_workers": 0}
+                node = {"name": name} if group == "model" else {"name": name, "in_memory": True, "num_workers": 0, "augment": []}
                 cs.store(group=group, name=name, node=node)

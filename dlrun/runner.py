@@ -19,6 +19,7 @@ from dlrun.callbacks import EarlyStopping, LoggerCallback, ModelCheckpoint
 from dlrun.checkpoint import atomic_write, load_checkpoint
 from dlrun.config import validate
 from dlrun.data import build_dataset
+from dlrun.data.augment import Augment, parse_augment
 from dlrun.errors import DlrunError
 from dlrun.model_summary import count_params, print_summary
 from dlrun.optim import build_optimizer, build_scheduler
@@ -79,10 +80,12 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> tup
     seed_everything(cfg.seed, tcfg.deterministic)
     device = resolve_device(cfg.device)
 
+    augment = parse_augment(cfg.dataset.get("augment"))  # checked before any data is loaded
     data = build_dataset(cfg.dataset)
     in_memory = cfg.dataset.get("in_memory", True)
     data.to(device, splits=in_memory)
     data.adapt_to_task(cfg.task or data.task)
+    augment = Augment(augment, data.input_shape)
     task = build_task(data.task, cfg.loss, data.num_outputs)
     model_kw = OmegaConf.to_container(cfg.model, resolve=True)
     model = create_model(model_kw.pop("name"), input_shape=data.input_shape, num_outputs=data.num_outputs,
@@ -102,7 +105,7 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> tup
                       console=console if cfg.logger.console else None, seed=cfg.seed, log_every=tcfg.log_every,
                       limit_batches=tcfg.limit_batches, in_memory=in_memory,
                       num_workers=cfg.dataset.get("num_workers", 0), max_grad_norm=tcfg.max_grad_norm,
-                      l1=tcfg.l1, l2=tcfg.l2,
+                      l1=tcfg.l1, l2=tcfg.l2, augment=augment,
                       config=OmegaConf.to_container(cfg, resolve=True))
     trainer.scheduler, trainer.scheduler_interval = build_scheduler(
         cfg.scheduler, optimizer, tcfg.epochs, trainer.num_batches(data.train))

@@ -40,13 +40,14 @@ class Trainer:
                  data: DataBundle, *, epochs: int, batch_size, device: torch.device, run_dir: Path,
                  callbacks=(), console=None, seed: int = 0, log_every: int = 50, limit_batches: int | None = None,
                  in_memory: bool = True, num_workers: int = 0, max_grad_norm: float | None = None,
-                 l1: float = 0.0, l2: float = 0.0, config: dict | None = None):
+                 l1: float = 0.0, l2: float = 0.0, augment=None, config: dict | None = None):
         self.model, self.optimizer, self.task, self.data = model, optimizer, task, data
         self.scheduler, self.scheduler_interval = scheduler, scheduler_interval
         self.epochs, self.batch_size, self.device = epochs, batch_size, device
         self.run_dir, self.callbacks, self.seed = Path(run_dir), list(callbacks), seed
         self.log_every, self.limit_batches, self.max_grad_norm = log_every, limit_batches, max_grad_norm
         self.in_memory, self.num_workers, self.config = in_memory, num_workers, config or {}
+        self.augment = augment or None  # per-batch, on the device, training steps only
         self.progress = EpochProgress(console) if console is not None else None
         # L1/L2 as the seeds write them: lambda/n * sum|w| and lambda/(2n) * sum w^2, weights only (no biases)
         self.l1, self.l2, self.n_train = l1, l2, len(data.train)
@@ -152,7 +153,8 @@ class Trainer:
         return out, lr, seconds
 
     def _step(self, x: torch.Tensor, y: torch.Tensor):
-        out = self.model(self.data.prepare(x))
+        x = self.data.prepare(x)
+        out = self.model(self.augment(x) if self.augment else x)
         loss = self.task.loss_fn(out, y)
         objective = loss + self._penalty() if (self.l1 or self.l2) else loss
         self.optimizer.zero_grad(set_to_none=True)

@@ -99,7 +99,7 @@ def build_dataset(cfg: DictConfig) -> DataBundle:
     """Build the dataset named by `cfg.name` with the remaining keys as arguments."""
     kwargs = OmegaConf.to_container(cfg, resolve=True)
     name = kwargs.pop("name")
-    for key in ("in_memory", "num_workers"):  # loader settings, not the builder's
+    for key in ("in_memory", "num_workers", "augment"):  # loader and training settings, not the builder's
         kwargs.pop(key, None)
     fn = DATASETS.get(name)
     try:
