@@ -82,6 +82,7 @@ class LoggerCallback(Callback):
 
     def on_fit_start(self, trainer) -> None:
         for lg in self.loggers:
+            lg.attach(trainer)
             lg.start(trainer.history)
 
     def on_epoch_end(self, trainer, logs: dict) -> None:

@@ -5,7 +5,9 @@ Start-up stays light: torch is imported only once a run really starts, so `--hel
 """
 from __future__ import annotations
 
+import os
 import sys
+import uuid
 from pathlib import Path
 
 import hydra
@@ -19,7 +21,6 @@ from dlrun.errors import DlrunError, did_you_mean
 VALUE_FLAGS = {"-c", "--cfg", "-p", "--package", "-cp", "--config-path", "-cn", "--config-name",
                "-cd", "--config-dir", "--experimental-rerun"}
 NO_CHECK_FLAGS = {"-h", "--help", "--hydra-help", "-sc", "--shell-completion", "-i", "--info", "--version"}
-_FAILED: list[str] = []  # jobs of a sweep that failed, reported as they fail
 
 
 def print_error(message: str) -> None:
@@ -68,8 +69,11 @@ HELP = """dlrun: train deep-learning models from config files.
 Usage:
   dlrun [GROUP=OPTION ...] [KEY=VALUE ...]   train (default: model=mlp optimizer=adam dataset=digits)
   dlrun -m optimizer=sgd,adam optimizer.lr=0.1,0.01
-                                             sweep over every combination
+                                             sweep over every combination (sweep.on_failure=continue|stop);
+                                             the same command with the same hydra.sweep.dir=DIR resumes it
   dlrun resume=RUN_DIR [trainer.epochs=N]    continue an interrupted run in its own folder
+  dlrun report DIR [--metric M] [--sort COLUMN[:asc|:desc]] [--top N]
+                                             table, DIR/report.csv and plots of a run, a sweep or a folder of runs
   dlrun list [models|datasets|optimizers|schedulers|loggers] [PATTERN]
                                              what is registered, with a short description
   dlrun summary [OVERRIDES]                  the model's layers, output shapes and parameters, without training
@@ -81,6 +85,10 @@ Examples:
   dlrun trainer.epochs=5 trainer.batch_size=full model.hidden=[256,128] model.dropout=0.2
   dlrun debug=smoke                          two batches of each split, seconds (CI)
   dlrun experiment=digits_cnn                a recorded recipe
+  dlrun -m hydra/launcher=joblib seed=0,1,2  jobs in parallel processes (hydra/launcher=slurm: on SLURM)
+  dlrun -m hparams_search=digits_optuna hydra.sweep.dir=DIR
+                                             an Optuna search; again with the same DIR continues it
+  dlrun logger=tensorboard                   also TensorBoard event files in RUN/tb/
 
 Config groups (choose one option each with GROUP=OPTION):
 """
@@ -89,34 +97,32 @@ Config groups (choose one option each with GROUP=OPTION):
 def help_text() -> str:
     from dlrun.config import GROUPS, group_options
 
-    lines = [f"  {g + ':':<11} {', '.join(group_options(g))}" for g in GROUPS]
+    width = max(len(g) for g in GROUPS) + 1
+    lines = [f"  {g + ':':<{width}} {', '.join(group_options(g))}" for g in GROUPS]
     keys = ("seed, device (auto|cpu|cuda|mps), trainer.epochs, trainer.batch_size (N|full), optimizer.lr, "
             "trainer.early_stopping.patience, trainer.deterministic, hydra.run.dir")
     return HELP + "\n".join(lines) + f"\n\nKeys users type most: {keys}\nSee every key: dlrun --cfg job\n"
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def _app(cfg: DictConfig) -> None:
+def _app(cfg: DictConfig) -> dict | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:  # skip, resume or redo it; a ledger line; a failure is reported at once
+        from dlrun.sweep import sweep_job
+
+        return sweep_job(cfg, hc)
     from dlrun.runner import exit_code, train
 
-    hc = HydraConfig.get()
-    run_dir = Path(hc.runtime.output_dir)
     try:
-        summary, _ = train(cfg, run_dir)
-        code, message = exit_code(summary), f"run {summary['status']}"  # non-zero only if interrupted
+        summary, _ = train(cfg, Path(hc.runtime.output_dir))
+        code = exit_code(summary)  # non-zero only if interrupted
     except DlrunError as exc:
-        code, message = exc.exit_code, str(exc)
-        if hc.mode != RunMode.MULTIRUN:
-            print_error(message)
-    interrupted = code in (130, 143)  # a signal stops the whole sweep, not just this job
-    if code and hc.mode == RunMode.MULTIRUN and not interrupted:  # report now, in one line, keep going
-        line = f"job {hc.job.num} failed ({' '.join(hc.overrides.task)}): {message.splitlines()[0]}; folder: {run_dir}"
-        _FAILED.append(line)
-        print_error(line)
-    elif code:
+        print_error(str(exc))
+        code = exc.exit_code
+    if code:
         sys.exit(code)
 
 
@@ -124,6 +130,10 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "list":
         sys.exit(list_command(argv[1:]))
+    if argv and argv[0] == "report":  # a table, CSV and plots of a run, a sweep or a folder of runs
+        from dlrun.report import report_command
+
+        sys.exit(report_command(argv[1:]))
     if argv and argv[0] == "summary":  # the model summary of a config, without training
         from dlrun.summary_command import summary_command
 
@@ -145,14 +155,25 @@ def main(argv: list[str] | None = None) -> None:
         print_error(str(exc))
         sys.exit(exc.exit_code)
     sys.argv = [sys.argv[0], *flags, *overrides]
+    from dlrun import sweep
+
+    os.environ[sweep.RUN_ID_ENV] = uuid.uuid4().hex  # tags this launch's ledger lines
+    planned = sweep.planned_jobs(overrides) if {"-m", "--multirun"} & set(flags) else None
+    stopped, exiting = None, None
     try:
         _app()
     except KeyboardInterrupt:
         print_error("aborted by a second Ctrl-C; the last checkpoint written is intact")
         sys.exit(130)
-    if _FAILED:
-        print_error(f"{len(_FAILED)} job(s) of the sweep failed:\n  " + "\n  ".join(_FAILED))
-        sys.exit(1)
+    except sweep.SweepStopped:  # sweep.on_failure=stop
+        stopped = "stop"
+    except SystemExit as exc:  # e.g. a signal stopped a sweep: its table first, then the signal's exit code
+        stopped, exiting = "signal", exc
+    code = sweep.finish(argv, planned, stopped)  # None unless a sweep ran
+    if exiting is not None:
+        raise exiting
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

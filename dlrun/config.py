@@ -8,12 +8,14 @@ import os
 import re
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from dlrun import sweep as _sweep  # noqa: F401  registers ${dlrun_job_dir:}, hydra.sweep.subdir's resolver
 from dlrun.errors import DlrunError, did_you_mean
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-GROUPS = ("model", "optimizer", "scheduler", "dataset", "trainer", "loss", "logger", "experiment", "debug")
+GROUPS = ("model", "optimizer", "scheduler", "dataset", "trainer", "loss", "logger", "experiment", "debug",
+          "hparams_search")
 
 
 def group_options(group: str) -> list[str]:
@@ -24,6 +26,46 @@ def group_options(group: str) -> list[str]:
 # ---- value checks (types and ranges), applied to the composed config ------------------------------
 def _positive_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# key -> (check, what is allowed); applied when the composed config has the key
+RANGES = {
+    "trainer.max_grad_norm": (lambda v: v is None or (_number(v) and v > 0), "null or a number > 0"),
+    "trainer.clip_value": (lambda v: v is None or (_number(v) and v > 0), "null or a number > 0"),
+    "trainer.checkpoint_every_steps": (lambda v: v is None or _positive_int(v), "null or a positive integer"),
+    "trainer.log_every": (_positive_int, "a positive integer"),
+    "trainer.deterministic": (lambda v: isinstance(v, bool), "true or false"),
+    "trainer.export_safetensors": (lambda v: isinstance(v, bool), "true or false"),
+    "optimizer.momentum": (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "optimizer.weight_decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "optimizer.eps": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "optimizer.betas": (lambda v: isinstance(v, ListConfig) and len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v),
+                        "two numbers in [0, 1)"),
+    "scheduler.gamma": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "scheduler.step_size": (_positive_int, "a positive integer"),
+    "loss.label_smoothing": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "dataset.val_split": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "dataset.test_split": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "dataset.num_workers": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
+    "dataset.in_memory": (lambda v: isinstance(v, bool), "true or false"),
+}
+ON_NONFINITE = ("stop", "skip")
+ALLOWED_TARGETS: frozenset[str] = frozenset()  # dlrun instantiates nothing named in a config: components come
+# from the registries (model=NAME, optimizer=NAME, ...); Hydra's own hydra.* settings are not user config
+
+
+def _targets(node, path: str = ""):
+    """(key, value) of every `_target_` in a config tree, read without resolving anything."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, v in items:
+        key = f"{path}.{k}" if path else str(k)
+        if k == "_target_":
+            yield key, v
+        yield from _targets(v, key)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -55,6 +97,20 @@ def validate(cfg: DictConfig) -> None:
         bad("trainer.early_stopping.patience", patience, "null (off) or a positive integer")
     if t.limit_batches is not None and not _positive_int(t.limit_batches):
         bad("trainer.limit_batches", t.limit_batches, "null or a positive integer")
+    for key, (check, allowed) in RANGES.items():
+        value = OmegaConf.select(cfg, key, default=RANGES)
+        if value is not RANGES and not check(value):
+            bad(key, value, allowed)
+    on_nonfinite = t.get("on_nonfinite", "stop")
+    if on_nonfinite not in ON_NONFINITE:
+        bad("trainer.on_nonfinite", on_nonfinite, f"stop or skip.{did_you_mean(str(on_nonfinite), ON_NONFINITE)}")
+    for key, target in _targets(OmegaConf.to_container(cfg, resolve=False)):
+        if target not in ALLOWED_TARGETS:
+            bad(key, target, "no _target_: dlrun never instantiates a class named in a config; components come "
+                "from the registries (model=NAME, optimizer=NAME, ...; plugins: see `dlrun list`)")
+    on_failure = cfg.get("sweep", {}).get("on_failure", "continue")
+    if on_failure not in ("continue", "stop"):
+        bad("sweep.on_failure", on_failure, f"continue or stop.{did_you_mean(str(on_failure), ['continue', 'stop'])}")
     if problems:
         raise DlrunError("invalid config:\n  " + "\n  ".join(problems))
 
@@ -65,20 +121,31 @@ def _key(override: str) -> str:
 
 
 def resume_overrides(overrides: list[str]) -> list[str]:
-    """`resume=DIR [k=v ...]` -> the run's saved overrides, then the new ones, then `hydra.run.dir=DIR`."""
+    """`resume=DIR [k=v ...]` -> the run's saved overrides, then the new ones, then `hydra.run.dir=DIR`.
+
+    `resume=DIR/checkpoints/X.pt` continues from that checkpoint instead of last.pt (e.g. best.pt when
+    last.pt is damaged). The saved overrides come from a folder that may not be trusted: Hydra's own
+    settings (`hydra.*`, which can name callbacks to instantiate) are refused there.
+    """
     given = [o for o in overrides if _key(o) == "resume"]
     if not given:
         return overrides
-    run_dir = Path(os.path.expanduser(given[-1].split("=", 1)[1]))
+    source = Path(os.path.expanduser(given[-1].split("=", 1)[1]))
+    run_dir = source.parent.parent if source.is_file() else source
     saved_file = run_dir / ".hydra" / "overrides.yaml"
-    if not (run_dir / "checkpoints" / "last.pt").exists() or not saved_file.exists():
+    if not (source.is_file() or (run_dir / "checkpoints" / "last.pt").exists()) or not saved_file.exists():
         raise DlrunError(f"cannot resume {run_dir}: it has no checkpoints/last.pt and .hydra/overrides.yaml. "
                          "Give the folder of a dlrun run (the one with summary.json).")
     new = [o for o in overrides if _key(o) != "resume"]
     new_keys = {_key(o) for o in new}
-    saved = [o for o in OmegaConf.load(saved_file)
-             if _key(o) not in new_keys and _key(o) not in ("resume", "hydra.run.dir")]
-    return saved + new + [f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
+    saved = OmegaConf.load(saved_file)
+    for o in saved:
+        if not isinstance(o, str) or _key(o).startswith("hydra"):
+            raise DlrunError(f"cannot resume {run_dir}: its .hydra/overrides.yaml holds {o!r}; dlrun takes only "
+                             "config overrides from a run folder, never Hydra's own settings (they can run code). "
+                             "Nothing was run.")
+    saved = [o for o in saved if _key(o) not in new_keys and _key(o) != "resume"]
+    return saved + new + [f"resume={source}", f"hydra.run.dir={run_dir}"]
 
 
 def guard_run_dir(overrides: list[str]) -> None:

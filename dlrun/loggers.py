@@ -1,4 +1,4 @@
-"""Where epoch metrics go: the console (rich), metrics.jsonl and metrics.csv. One class each."""
+"""Where epoch metrics go: the console (rich), metrics.jsonl, metrics.csv, TensorBoard. One class each."""
 from __future__ import annotations
 
 import csv
@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dlrun.checkpoint import atomic_write
+from dlrun.errors import DlrunError
 from dlrun.registry import register_logger
 
 
@@ -21,6 +22,7 @@ def interactive(console: Console) -> bool:
 
 
 class Logger:
+    def attach(self, trainer) -> None: ...  # before start: the model, data and config, for loggers that need them
     def start(self, history: list[dict]) -> None: ...
     def log_epoch(self, row: dict) -> None: ...
     def finish(self, summary: dict) -> None: ...
@@ -103,6 +105,96 @@ class ConsoleLogger(Logger):
             if summary.get(key) is not None:
                 table.add_row(key, _fmt(summary[key]))
         self.console.print(table)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """{'optimizer': {'lr': 0.1}} -> {'optimizer.lr': 0.1}; lists and None as text (what hparams accepts)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v if isinstance(v, (bool, int, float, str)) else str(v)
+    return out
+
+
+@register_logger("tensorboard")
+class TensorBoardLogger(Logger):
+    """TensorBoard event files in RUN/tb/: epoch scalars, hyperparameters with final metrics, model graph"""
+
+    def __init__(self, run_dir: Path, console: Console | None = None):
+        self.dir, self.console = Path(run_dir) / "tb", console
+        self.writer, self.trainer, self.options = None, None, {}
+
+    def attach(self, trainer):
+        self.trainer = trainer
+        opts = trainer.config.get("logger", {}).get("tensorboard")
+        self.options = opts if isinstance(opts, dict) else {}  # `tensorboard: true` or `tensorboard: {graph: ...}`
+
+    def start(self, history):
+        try:  # imported here: tensorboard costs start-up time that other runs should not pay
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:
+            raise DlrunError(f"logger tensorboard needs the tensorboard package ({exc}): pip install tensorboard") from None
+        first = not list(self.dir.glob("events.out.tfevents.*"))  # not a resumed run
+        # On resume, points after the checkpoint's last epoch (redone now) are hidden from TensorBoard.
+        self.writer = SummaryWriter(str(self.dir), purge_step=history[-1]["epoch"] + 1 if history else None)
+        if first and self.options.get("graph", True) and self.trainer is not None:
+            self._add_graph()
+
+    def _add_graph(self):
+        """Trace the model on one validation sample, in eval mode (no BN update, no RNG draw)."""
+        import warnings
+
+        import torch
+
+        t = self.trainer
+        split = t.data.val if len(t.data.val) else t.data.train
+        x = t.data.prepare(split.x[:1].to(t.device))
+        was_training = t.model.training
+        t.model.eval()
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace's deprecation notice
+                self.writer.add_graph(t.model, x)
+        except Exception as exc:  # some models cannot be traced; the graph is a nicety
+            if self.console is not None:
+                self.console.print(f"[yellow]tensorboard: no model graph ({type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0] if str(exc) else ''})[/yellow]")
+        finally:
+            t.model.train(was_training)
+
+    def log_epoch(self, row):
+        for key, value in row.items():
+            if key not in ("epoch", "step") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(key, value, row["epoch"])
+        self.writer.flush()  # a live `tensorboard --logdir` sees each epoch as it ends
+
+    def finish(self, summary):
+        if self.writer is None:
+            return
+        if summary.get("status") != "interrupted":  # a resumed run writes its hparams when it ends
+            self._add_hparams(summary)
+        self.writer.close()
+        self.writer = None
+
+    def _add_hparams(self, summary):
+        """The config's values as hyperparameters, the final metrics as the hparams view's metrics."""
+        from torch.utils.tensorboard.summary import hparams
+
+        config = {k: v for k, v in (self.trainer.config if self.trainer else {}).items() if k != "logger"}
+        final = {k: summary.get(k) for k in summary if k.startswith("test_")}
+        if summary.get("best_monitor"):
+            final[f"best_{summary['best_monitor']}"] = summary.get("best_value")
+        final["epochs_completed"] = summary.get("epochs_completed")
+        final = {f"final/{k}": float(v) for k, v in final.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        hp = {**_flat(config), "status": summary.get("status", "")}
+        for s in hparams(hp, final):
+            self.writer.file_writer.add_summary(s)
+        step = summary.get("epochs_completed") or 0
+        for key, value in final.items():
+            self.writer.add_scalar(key, value, step)
 
 
 class EpochProgress:

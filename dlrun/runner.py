@@ -1,6 +1,7 @@
 """Glue: composed config -> dataset, model, optimizer, callbacks -> `Trainer.fit` -> summary.json."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
@@ -26,9 +27,10 @@ from dlrun.optim import build_optimizer, build_scheduler
 from dlrun.registry import LOGGERS, create_model
 from dlrun.metrics import plot_confusion, test_metrics
 from dlrun.tasks import build_task
-from dlrun.trainer import Interrupted, NonFiniteLoss, Trainer
+from dlrun.trainer import Interrupted, Trainer
 
-EXIT_CODES = {"completed": 0, "failed": 1, signal.SIGINT: 130, signal.SIGTERM: 143}
+RESUMABLE = 75  # SIGUSR1 (e.g. SLURM's --signal=USR1@90): saved and stopped; requeue and `dlrun resume=RUN_DIR`
+EXIT_CODES = {"completed": 0, "failed": 1, signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGUSR1: RESUMABLE}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -51,7 +53,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(deterministic)  # set both ways: API runs share one process
+    # set both ways (API runs share one process), but only on change: the call imports torch._inductor (2 s)
+    if torch.are_deterministic_algorithms_enabled() != deterministic:
+        torch.use_deterministic_algorithms(deterministic)
     if deterministic:
         torch.backends.cudnn.benchmark = False
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -77,8 +81,12 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> tup
         raise DlrunError(f"{run_dir} already holds a run; use `dlrun resume={run_dir}` or another folder.")
     console = console or Console()
     tcfg = cfg.trainer
-    seed_everything(cfg.seed, tcfg.deterministic)
     device = resolve_device(cfg.device)
+    state = None
+    if resuming:  # read (and verified) before anything else: a bad checkpoint is refused at once
+        source = Path(os.path.expanduser(str(cfg.resume)))  # RUN_DIR (its last.pt) or RUN_DIR/checkpoints/X.pt
+        state = load_checkpoint(source if source.is_file() else ckpt_dir / "last.pt", map_location=device)
+    seed_everything(cfg.seed, tcfg.deterministic)
 
     augment = parse_augment(cfg.dataset.get("augment"))  # checked before any data is loaded
     data = build_dataset(cfg.dataset)
@@ -106,15 +114,18 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> tup
                       limit_batches=tcfg.limit_batches, in_memory=in_memory,
                       num_workers=cfg.dataset.get("num_workers", 0), max_grad_norm=tcfg.max_grad_norm,
                       l1=tcfg.l1, l2=tcfg.l2, augment=augment,
-                      config=OmegaConf.to_container(cfg, resolve=True))
+                      config=OmegaConf.to_container(cfg, resolve=True),
+                      checkpoint_every_steps=tcfg.get("checkpoint_every_steps"),
+                      on_nonfinite=tcfg.get("on_nonfinite", "stop"), clip_value=tcfg.get("clip_value"))
     trainer.scheduler, trainer.scheduler_interval = build_scheduler(
         cfg.scheduler, optimizer, tcfg.epochs, trainer.num_batches(data.train))
-    if resuming:
-        trainer.resume(ckpt_dir / "last.pt")
+    if state is not None:
+        trainer.load_state_dict(state)
 
     summary = {"status": "running", "model": cfg.model.name, "dataset": cfg.dataset.name,
                "run_dir": str(run_dir), "params": count_params(model),
                "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test)}
+    failure: DlrunError | None = None
     try:
         trainer.fit()
         summary["status"] = "completed"
@@ -122,10 +133,31 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> tup
         summary["status"], summary["signal"] = "interrupted", exc.signum
         console.print(f"[yellow]{exc} received: state saved to {ckpt_dir / 'last.pt'}; "
                       f"continue with `dlrun resume={run_dir}`[/yellow]")
-    except NonFiniteLoss as exc:
-        summary["status"], summary["error"] = "failed", str(exc)
+    except KeyboardInterrupt:  # a second Ctrl-C: no saving, just say so (last.pt is the last one written)
+        summary.update(status="interrupted", signal=signal.SIGINT, aborted=True, epochs_completed=trainer.epoch)
+        _write_summary(run_dir, summary)
+        raise
+    except OSError as exc:  # a full disk anywhere (metrics, checkpoints): a clear message, not a traceback
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        failure = DlrunError(f"the disk is full ({exc.filename or exc}): {exc.strerror}. Files written earlier "
+                             f"are intact; free space, then `dlrun resume={run_dir}`.", exit_code=1)
+    except RuntimeError as exc:  # torch reports a dead DataLoader worker so, wherever the main process notices
+        if "DataLoader worker" not in str(exc):
+            raise
+        failure = DlrunError(f"a DataLoader worker died ({str(exc).splitlines()[0].rstrip('. ')}). Most often the "
+                             "out-of-memory killer or a too small /dev/shm (docker --shm-size) ended it: lower "
+                             "dataset.num_workers or trainer.batch_size; dataset.num_workers=0 loads in this process "
+                             f"and shows any error where it happens. Then `dlrun resume={run_dir}`.", exit_code=1)
+    except DlrunError as exc:  # a non-finite loss, a checkpoint that could not be written
+        failure = exc
+    if failure is not None:
+        summary["status"], summary["error"] = "failed", str(failure)
     summary.update(epochs_completed=trainer.epoch, stop_reason=trainer.stop_reason)
+    if tcfg.get("on_nonfinite") == "skip":
+        summary["nonfinite_skips"] = sum(r.get("nonfinite_skips", 0) for r in trainer.history)
 
+    cb = next(c for c in callbacks if isinstance(c, ModelCheckpoint))
     if summary["status"] == "completed":
         best = ckpt_dir / "best.pt"
         if best.exists():  # test with the best weights, as the final answer of the run
@@ -140,18 +172,38 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> tup
             summary["confusion_matrix"] = cm.tolist()
             plot_confusion(cm, data.classes, run_dir / "confusion_matrix.png",
                            f"{cfg.model.name} on {cfg.dataset.name}: test confusion matrix")
-    cb = next(c for c in callbacks if isinstance(c, ModelCheckpoint))
+        if tcfg.get("export_safetensors"):
+            export_safetensors(model, run_dir / "model.safetensors", {"dlrun_epoch": str(cb.best_epoch)})
     summary.update(best_epoch=cb.best_epoch, best_monitor=cb.monitor, best_value=cb.best,
                    history=trainer.history[-1] if trainer.history else None,
                    wall_time=time.perf_counter() - start, versions=versions())
     summary["last_epoch"] = summary.pop("history")
-    text = json.dumps(summary, indent=2, default=str)
-    atomic_write(run_dir / "summary.json", lambda f: f.write(text.encode()))
+    if failure is not None:
+        try:
+            _write_summary(run_dir, summary)
+            for lg in loggers:
+                lg.finish(summary)
+        except OSError:
+            pass  # e.g. the disk is still full; the failure itself is what the user must see
+        raise failure
+    _write_summary(run_dir, summary)
     for lg in loggers:
         lg.finish(summary)
-    if summary["status"] == "failed":
-        raise NonFiniteLoss(summary["error"])
     return summary, trainer.history
+
+
+def _write_summary(run_dir: Path, summary: dict) -> None:
+    text = json.dumps(summary, indent=2, default=str)
+    atomic_write(run_dir / "summary.json", lambda f: f.write(text.encode()))
+
+
+def export_safetensors(model: torch.nn.Module, path: Path, metadata: dict | None = None) -> None:
+    """The model's weights as safetensors (tensors only, nothing to unpickle), written atomically."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}  # clone: no sharing
+    data = save(tensors, metadata={"format": "pt", **(metadata or {})})
+    atomic_write(path, lambda f: f.write(data))
 
 
 def exit_code(summary: dict) -> int:

@@ -3,11 +3,13 @@
 Read it top to bottom: `fit` -> `_train_epoch` -> `_step`. Speed rules, each with its reason:
 - batches are slices of tensors already on the device (no DataLoader, no per-sample Python);
 - running sums stay on the device and are read once per `log_every` steps, so the GPU never waits;
-- a non-finite loss is recorded on the device (first bad step) and checked at those same reads.
+- a non-finite loss is recorded on the device (first bad step) and checked at those same reads
+  (`on_nonfinite=skip` must decide before each update, so it reads the device once per step).
 """
 from __future__ import annotations
 
 import math
+import os
 import signal
 import threading
 import time
@@ -24,7 +26,7 @@ from dlrun.tasks import Task
 
 
 class Interrupted(Exception):
-    """SIGINT/SIGTERM arrived; the run saved its state and stops."""
+    """SIGINT/SIGTERM/SIGUSR1 arrived; the run saved its state and stops."""
 
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
@@ -40,13 +42,16 @@ class Trainer:
                  data: DataBundle, *, epochs: int, batch_size, device: torch.device, run_dir: Path,
                  callbacks=(), console=None, seed: int = 0, log_every: int = 50, limit_batches: int | None = None,
                  in_memory: bool = True, num_workers: int = 0, max_grad_norm: float | None = None,
-                 l1: float = 0.0, l2: float = 0.0, augment=None, config: dict | None = None):
+                 l1: float = 0.0, l2: float = 0.0, augment=None, config: dict | None = None,
+                 checkpoint_every_steps: int | None = None, on_nonfinite: str = "stop", clip_value: float | None = None):
         self.model, self.optimizer, self.task, self.data = model, optimizer, task, data
         self.scheduler, self.scheduler_interval = scheduler, scheduler_interval
         self.epochs, self.batch_size, self.device = epochs, batch_size, device
         self.run_dir, self.callbacks, self.seed = Path(run_dir), list(callbacks), seed
         self.log_every, self.limit_batches, self.max_grad_norm = log_every, limit_batches, max_grad_norm
         self.in_memory, self.num_workers, self.config = in_memory, num_workers, config or {}
+        self.checkpoint_every_steps, self.clip_value = checkpoint_every_steps, clip_value
+        self.skip_nonfinite = on_nonfinite == "skip"
         self.augment = augment or None  # per-batch, on the device, training steps only
         self.progress = EpochProgress(console) if console is not None else None
         # L1/L2 as the seeds write them: lambda/n * sum|w| and lambda/(2n) * sum w^2, weights only (no biases)
@@ -59,11 +64,12 @@ class Trainer:
         self._partial = self._fresh()  # running sums of the unfinished epoch
         self.stop_reason: str | None = None
         self._signal: int | None = None
+        self._last_saved: tuple[int, int] | None = None  # (epochs done, steps into the next) of last.pt
 
     # ---- data ----------------------------------------------------------------------------------
     def _fresh(self) -> dict:
-        """Running sums of an epoch: [loss_sum, correct] on the device; samples and seconds on the host."""
-        return {"sums": torch.zeros(2, device=self.device), "count": 0, "seconds": 0.0}
+        """Running sums of an epoch: [loss_sum, correct] on the device; samples, skipped steps, seconds on the host."""
+        return {"sums": torch.zeros(2, device=self.device), "count": 0, "skips": 0, "seconds": 0.0}
 
     def _bs(self, n: int) -> int:
         return n if self.batch_size == "full" else int(self.batch_size)
@@ -88,9 +94,11 @@ class Trainer:
         # DataLoader path for data kept on the host: worker processes, pinned memory, async copies.
         order = order if order is not None else torch.arange(n)
         chunks = [order[i * bs:(i + 1) * bs].tolist() for i in range(start, nb)]
+        # its own generator: the workers' seed must not draw from the global RNG (a resumed run would diverge)
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(split.x, split.y), batch_sampler=chunks,
-                                             num_workers=self.num_workers, pin_memory=self.device.type == "cuda")
-        for x, y in loader:
+                                             num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
+                                             generator=torch.Generator().manual_seed(self.seed))
+        for x, y in loader:  # a worker's death: see runner.train
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     # ---- training ------------------------------------------------------------------------------
@@ -118,7 +126,7 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> tuple[dict, float, float]:
         self.model.train()
         total = self.num_batches(self.data.train)
-        sums, count = self._partial["sums"].clone(), self._partial["count"]
+        sums, count, skips = self._partial["sums"].clone(), self._partial["count"], self._partial.get("skips", 0)
         bad_step = torch.tensor(-1, device=self.device)
         lr = self.optimizer.param_groups[0]["lr"]
         if self.progress:
@@ -127,18 +135,26 @@ class Trainer:
         try:
             for i, (x, y) in enumerate(self.batches(self.data.train, epoch, self.epoch_step, shuffle=True),
                                        start=self.epoch_step + 1):
-                loss, correct = self._step(x, y)
-                sums[0] += loss.detach() * len(y)
-                sums[1] += correct
-                count += len(y)
-                bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), self.step, bad_step)
+                taken = self._step(x, y)
+                if taken is None:  # on_nonfinite=skip: a non-finite loss or gradient; nothing was updated
+                    skips += 1
+                else:
+                    loss, correct, finite = taken
+                    sums[0] += loss.detach() * len(y)
+                    sums[1] += correct
+                    count += len(y)
+                    bad_step = torch.where((bad_step < 0) & ~finite, self.step, bad_step)
                 if i % self.log_every == 0 or i == total:
                     self._check_finite(bad_step, epoch, i)
-                    if self.progress:
+                    if self.progress and count:
                         self.progress.update(i, sums[0].item() / count)
-                if self._signal is not None and i < total:
-                    self._save_mid_epoch(i, sums, count, time.perf_counter() - t0)
-                    raise Interrupted(self._signal)
+                if i < total and (self._signal is not None or (
+                        taken is not None and self.checkpoint_every_steps
+                        and self.step % self.checkpoint_every_steps == 0)):
+                    self._check_finite(bad_step, epoch, i)  # never save weights that a bad step has touched
+                    self._save_mid_epoch(i, sums, count, skips, time.perf_counter() - t0)
+                    if self._signal is not None:
+                        raise Interrupted(self._signal)
         finally:
             if self.progress:
                 self.progress.stop()
@@ -146,27 +162,49 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize()  # so epoch_time measures the work, not the queueing
         seconds = self._partial["seconds"] + time.perf_counter() - t0
+        if not count:
+            raise NonFiniteLoss(f"every training step of epoch {epoch} had a non-finite loss or gradient and was "
+                                f"skipped ({skips} steps); check the data and optimizer.lr.")
         loss_sum, correct = sums.tolist()
         out = {"train_loss": loss_sum / count}
         if self.task.classification:
             out["train_accuracy"] = correct / count
+        if self.skip_nonfinite:
+            out["nonfinite_skips"] = skips
         return out, lr, seconds
 
     def _step(self, x: torch.Tensor, y: torch.Tensor):
+        """One update: (loss, correct, finite) with `finite` a device flag; None when on_nonfinite=skip skipped it."""
         x = self.data.prepare(x)
+        buffers = [b.clone() for b in self.model.buffers()] if self.skip_nonfinite else None
         out = self.model(self.augment(x) if self.augment else x)
         loss = self.task.loss_fn(out, y)
         objective = loss + self._penalty() if (self.l1 or self.l2) else loss
         self.optimizer.zero_grad(set_to_none=True)
         objective.backward()
+        finite = torch.isfinite(loss)
+        if self.max_grad_norm or self.clip_value or self.skip_nonfinite:
+            params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.max_grad_norm or self.skip_nonfinite:  # the gradient's norm, before any clipping
+            norm = nn.utils.get_total_norm([p.grad for p in params])
+            finite = finite & torch.isfinite(norm)
+            if self.skip_nonfinite and not finite:  # one device read per step, in this mode only
+                self.optimizer.zero_grad(set_to_none=True)
+                for b, saved in zip(self.model.buffers(), buffers):
+                    b.copy_(saved)  # e.g. batch-norm statistics the bad batch has touched
+                return None
+        if self.clip_value:
+            nn.utils.clip_grad_value_(params, self.clip_value)
         if self.max_grad_norm:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+            if self.clip_value:
+                norm = nn.utils.get_total_norm([p.grad for p in params])
+            nn.utils.clip_grads_with_norm_(params, self.max_grad_norm, norm)
         self.optimizer.step()
         if self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
         self.step += 1
         correct = self.task.correct(out.detach(), y) if self.task.classification else 0
-        return loss, correct
+        return loss, correct, finite
 
     def _penalty(self) -> torch.Tensor:
         l1 = sum(p.abs().sum() for p in self.penalised) * (self.l1 / self.n_train) if self.l1 else 0.0
@@ -176,10 +214,17 @@ class Trainer:
     def _check_finite(self, bad_step: torch.Tensor, epoch: int, i: int) -> None:
         bad = int(bad_step)
         if bad >= 0:
-            last = self.run_dir / "checkpoints" / "last.pt"
-            keep = f"the last good checkpoint is {last} (epoch {self.epoch})" if last.exists() else "no checkpoint was written yet"
-            raise NonFiniteLoss(f"the training loss became non-finite at epoch {epoch}, step {i - (self.step - bad)} "
-                                f"(optimizer step {bad} of the run); {keep}. Try a smaller optimizer.lr or trainer.max_grad_norm.")
+            raise NonFiniteLoss(f"the training loss or gradient became non-finite at epoch {epoch}, step "
+                                f"{i - (self.step - bad)} (optimizer step {bad} of the run); {self._kept()}. Try a "
+                                "smaller optimizer.lr, trainer.max_grad_norm, or trainer.on_nonfinite=skip.")
+
+    def _kept(self) -> str:
+        """Which checkpoint a failure leaves behind, for its message."""
+        last = self.run_dir / "checkpoints" / "last.pt"
+        if not last.exists():
+            return "no checkpoint was written yet"
+        epoch, steps = self._last_saved or (self.epoch, 0)
+        return f"the last good checkpoint is {last} (epoch {epoch}{f' and {steps} steps of epoch {epoch + 1}' if steps else ''})"
 
     @torch.no_grad()
     def evaluate(self, split: Split, outputs: list | None = None) -> dict:
@@ -225,20 +270,33 @@ class Trainer:
         for cb, cb_state in zip(self.callbacks, state["callbacks"]):
             cb.load_state_dict(cb_state)
         set_rng_state(state["rng"])
+        self._last_saved = (self.epoch, self.epoch_step)
 
     def save(self, path: Path) -> None:
+        """Write the whole state; weights that a non-finite gradient has reached are never written."""
+        params = list(self.model.parameters())
+        if params and not torch.stack([torch.isfinite(p).all() for p in params]).all():
+            raise NonFiniteLoss(f"the weights became non-finite by optimizer step {self.step} (a non-finite "
+                                f"gradient); {self._kept()}. Try a smaller optimizer.lr or trainer.max_grad_norm.")
         save_checkpoint(self.state_dict(), path)
+        if Path(path).name == "last.pt":
+            self._last_saved = (self.epoch, self.epoch_step)
 
     def resume(self, path: Path) -> None:
         self.load_state_dict(load_checkpoint(path, map_location=self.device))
 
-    def _save_mid_epoch(self, steps_done: int, sums: torch.Tensor, count: int, seconds: float) -> None:
+    def _save_mid_epoch(self, steps_done: int, sums: torch.Tensor, count: int, skips: int, seconds: float) -> None:
+        """last.pt in the middle of an epoch: the epoch's running sums and position go in with the rest."""
+        before = self.epoch_step, self._partial
         self.epoch_step = steps_done
-        self._partial = {"sums": sums, "count": count, "seconds": self._partial["seconds"] + seconds}
-        self.save(self.run_dir / "checkpoints" / "last.pt")
+        self._partial = {"sums": sums.clone(), "count": count, "skips": skips, "seconds": self._partial["seconds"] + seconds}
+        try:
+            self.save(self.run_dir / "checkpoints" / "last.pt")
+        finally:
+            self.epoch_step, self._partial = before  # the epoch goes on from its own running sums
 
     def _signals(self):
-        """SIGINT/SIGTERM: finish the current step, save, stop. A second SIGINT aborts at once."""
+        """SIGINT/SIGTERM/SIGUSR1: finish the current step, save, stop. A second SIGINT aborts at once."""
         trainer = self
 
         class _Ctx:
@@ -246,14 +304,18 @@ class Trainer:
                 self.old = {}
                 if threading.current_thread() is not threading.main_thread():
                     return self
-                for sig in (signal.SIGINT, signal.SIGTERM):
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
                     self.old[sig] = signal.signal(sig, self.handle)
                 return self
 
             def handle(self, signum, frame):
-                if trainer._signal is not None and signum == signal.SIGINT:
-                    raise KeyboardInterrupt
+                if trainer._signal is not None:
+                    if signum == signal.SIGINT:
+                        raise KeyboardInterrupt
+                    return
                 trainer._signal = signum
+                os.write(2, f"{signal.Signals(signum).name} received: finishing the current step and saving "
+                            "(Ctrl-C again aborts at once)\n".encode())
 
             def __exit__(self, *exc):
                 for sig, old in self.old.items():

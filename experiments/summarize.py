@@ -9,24 +9,19 @@ The plot (curves.png beside SWEEP_DIR) overlays train loss and validation accura
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+
+from dlrun.report import find_runs, load_run  # noqa: E402
 
 
 def jobs(sweep: Path) -> list[dict]:
-    out = []
-    for summary in sorted(sweep.glob("*/summary.json"), key=lambda p: int(p.parent.name)):
-        run = summary.parent
-        overrides = dict(o.split("=", 1) for o in OmegaConf.load(run / ".hydra" / "overrides.yaml"))
-        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        out.append({"overrides": overrides, "summary": json.loads(summary.read_text()), "rows": rows})
-    return out
+    """The sweep's jobs that wrote a summary, in job order: {overrides, summary, rows, ...} (dlrun.report)."""
+    return [j for j in (load_run(f, sweep) for f in find_runs(sweep)) if j["summary"]]
 
 
 def label(job: dict, keys: list[str]) -> str:

@@ -16,7 +16,8 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 def run_dlrun(*args: str, env: dict | None = None, timeout: float = 240, cwd: Path | None = None):
     """`dlrun ARGS...` as a user would type it; plain output (CI=1), data cache in a temp folder."""
-    full_env = {**os.environ, "CI": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    # one torch thread: tiny models gain nothing from two, and on 2 cores two threads per run fight the test runner
+    full_env = {**os.environ, "CI": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([str(DLRUN), *args], capture_output=True, text=True, timeout=timeout,
                           env=full_env, cwd=cwd or ROOT)

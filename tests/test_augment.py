@@ -62,7 +62,7 @@ def test_hflip_with_probability_one_mirrors_every_image():
 
 
 def test_augmented_training_from_the_cli_still_learns(tmp_path):
-    proc = run_dlrun("dataset.augment=[rotation:10,translation:0.1,noise:0.2]", "trainer.epochs=8",
+    proc = run_dlrun("dataset.augment=[rotation:10,translation:0.1,noise:0.2]", "trainer.epochs=4",
                      "logger=quiet", f"hydra.run.dir={tmp_path / 'aug'}")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "aug" / "summary.json").read_text())

@@ -64,5 +64,40 @@ def test_truncated_checkpoint_is_refused(tmp_path):
     path = tmp_path / "last.pt"
     save_checkpoint({"w": torch.ones(1000)}, path)
     path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(DlrunError, match="last.pt is corrupted: it has 500 bytes"):
+        load_checkpoint(path)  # caught by the size recorded at save time
+    path.with_name("last.pt.json").unlink()
     with pytest.raises(DlrunError, match="last.pt cannot be read safely"):
+        load_checkpoint(path)  # without a record, torch's own reader still refuses it
+
+
+def test_a_flipped_byte_is_caught_by_the_recorded_sha256(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"w": torch.ones(1000)}, path)
+    data = bytearray(path.read_bytes())
+    data[-3000] ^= 0xFF  # inside the tensor data: torch.load alone would not notice
+    path.write_bytes(bytes(data))
+    with pytest.raises(DlrunError, match="sha256 differs"):
         load_checkpoint(path)
+
+
+def test_a_save_torn_between_the_record_and_the_rename_still_loads(tmp_path, monkeypatch):
+    import os
+
+    path = tmp_path / "last.pt"
+    save_checkpoint({"w": torch.zeros(3)}, path)
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if str(dst).endswith("last.pt"):
+            raise OSError("killed between the record and the rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(DlrunError, match="previous checkpoint is intact"):
+        save_checkpoint({"w": torch.ones(3)}, path)
+    monkeypatch.undo()
+    assert '"replacing"' in (tmp_path / "last.pt.json").read_text()  # the new record names the old file too
+    assert torch.equal(load_checkpoint(path)["w"], torch.zeros(3))
+    save_checkpoint({"w": torch.ones(3)}, path)
+    assert torch.equal(load_checkpoint(path)["w"], torch.ones(3))

@@ -54,6 +54,7 @@ def test_debug_smoke_sweeps_every_model_in_one_multirun(tmp_path):
         assert read_json(tmp_path / str(job) / "summary.json")["model"] == model
 
 
+@pytest.mark.slow  # tests/test_sweeps.py checks the same, and more
 def test_a_failing_sweep_job_is_reported_and_the_others_run(tmp_path):
     proc = run_dlrun("-m", "optimizer.lr=0.001,1e12", "optimizer=sgd", "trainer.epochs=2", "logger=quiet",
                      f"hydra.sweep.dir={tmp_path}")

@@ -52,6 +52,7 @@ def test_sigterm_then_resume_matches_the_uninterrupted_run(tmp_path):
     assert [r["train_loss"] for r in rows_b] == pytest.approx([r["train_loss"] for r in rows_a], abs=1e-6)
 
 
+@pytest.mark.slow  # exit 130 is also checked by tests/faults (second Ctrl-C)
 def test_sigint_exits_130_and_resume_can_extend_the_run(tmp_path):
     cut = tmp_path / "cut"
     assert interrupt_after(cut, rows=1, sig=signal.SIGINT) == 130

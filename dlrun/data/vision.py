@@ -7,8 +7,11 @@ the folder and the files to put there.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import torch
@@ -33,9 +36,27 @@ def _stage_idx(src: Path, raw: Path) -> None:
         if (raw / name).exists():
             continue
         tmp = raw / f".{name}.tmp"
-        with gzip.open(src / f"{name}.gz", "rb") as fin, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout)
+        try:
+            with gzip.open(src / f"{name}.gz", "rb") as fin, open(tmp, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+        except (OSError, EOFError, zlib.error) as exc:
+            tmp.unlink(missing_ok=True)
+            raise DlrunError(f"{src / name}.gz cannot be unpacked ({type(exc).__name__}: {exc}); it is missing, "
+                             "truncated or corrupted. Replace it with a good copy and run again.", exit_code=3) from None
         os.replace(tmp, raw / name)
+
+
+def check_idx(path: Path) -> None:
+    """An IDX file (MNIST's format) must be exactly as long as its header says: else name it."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+        dims = struct.unpack(f">{head[3]}I", f.read(4 * head[3])) if len(head) == 4 and head[2] == 8 else None
+    expected = 4 + 4 * len(dims) + math.prod(dims) if dims else None
+    size = path.stat().st_size
+    if expected != size:
+        why = f"{size} bytes where its header announces {expected}" if expected else "no valid IDX header"
+        raise DlrunError(f"{path} is corrupted or truncated ({why}). Delete it (dlrun unpacks or downloads it "
+                         "again) or replace it with a good copy.", exit_code=3)
 
 
 def _load(cls, root: Path, download: bool, files: str):
@@ -60,6 +81,9 @@ def _bundle(x_train, y_train, x_test, y_test, val_split, split_seed, classes) ->
 
 
 def _mnist_like(cls, root, download, val_split, split_seed, classes=None):
+    for name in IDX_FILES:  # torchvision would fail on a truncated file without naming it
+        if (root / cls.__name__ / "raw" / name).exists():
+            check_idx(root / cls.__name__ / "raw" / name)
     train, test = _load(cls, root, download, "the four IDX files (" + ", ".join(f"{f}.gz" for f in IDX_FILES) + ")")
     return _bundle(train.data.unsqueeze(1), train.targets.long(), test.data.unsqueeze(1), test.targets.long(),
                    val_split, split_seed, classes or train.classes)
@@ -71,7 +95,7 @@ def fashion_mnist(root: str | None = None, download: bool = True, val_split: flo
     from torchvision.datasets import FashionMNIST
 
     root = _root(root)
-    if not (root / "FashionMNIST" / "raw" / IDX_FILES[0]).exists():
+    if not all((root / "FashionMNIST" / "raw" / name).exists() for name in IDX_FILES):
         src = next((d for d in (root, root / "fashion-mnist", DEBIAN_FASHION_MNIST)
                     if (d / f"{IDX_FILES[0]}.gz").exists()), None)
         if src is not None:

@@ -12,6 +12,8 @@ rm -rf $here/sweep $here/fashion
   trainer.epochs=20 seed=0 logger=quiet hydra.sweep.dir=$here/sweep || echo "(some learning rates diverged)"
 .venv/bin/python experiments/summarize.py $here/sweep --best-per optimizer \
   --title "Optimizers on digits (MLP 256-128, 20 epochs, batch 64, gd = full batch)" > $here/results.md
+.venv/bin/dlrun report $here/sweep --top 12   # every job: sweep/report.csv, curves.png, grid.png
+cp $here/sweep/grid.png $here/grid.png        # test accuracy against the learning rate, one line per optimizer
 if [ -d /usr/share/datasets/fashion-mnist ]; then
   .venv/bin/dlrun -m dataset=fashion_mnist optimizer=$opts optimizer.lr=0.3,0.03,0.003 \
     trainer.epochs=3 seed=0 logger=quiet hydra.sweep.dir=$here/fashion/sweep || echo "(some learning rates diverged)"

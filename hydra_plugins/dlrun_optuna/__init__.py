@@ -1,0 +1,1 @@
+"""dlrun's Optuna sweeper for Hydra (hydra/sweeper=dlrun_optuna)."""

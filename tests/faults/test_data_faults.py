@@ -1,0 +1,80 @@
+"""Missing, truncated and unreadable data, and a DataLoader worker that dies."""
+import gzip
+import shutil
+import struct
+
+import pytest
+
+from conftest import FASHION, assert_clean_error, read_json, read_jsonl, run_dlrun
+from dlrun.data.vision import IDX_FILES, check_idx, fashion_mnist
+from dlrun.errors import DlrunError
+from faults.helpers import TINY, leftovers, load, run_patched
+
+needs_fashion = pytest.mark.skipif(not FASHION.exists(), reason="needs Debian's dataset-fashion-mnist")
+
+# Workers are forked from the trainer: they see the epoch it was in, and kill themselves in epoch 2.
+WORKER_KILLED_IN_EPOCH_2 = """
+import os, signal, torch.utils.data as tud
+from dlrun.trainer import Trainer
+_epoch = Trainer._train_epoch
+def train_epoch(self, epoch):
+    Trainer.current_epoch = epoch
+    return _epoch(self, epoch)
+Trainer._train_epoch = train_epoch
+_get = tud.TensorDataset.__getitem__
+def getitem(self, i):
+    if getattr(Trainer, "current_epoch", 0) == 2 and tud.get_worker_info() is not None:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _get(self, i)
+tud.TensorDataset.__getitem__ = getitem
+"""
+
+
+@pytest.mark.slow  # the default suite has tests/test_cli.py's offline MNIST
+def test_missing_data_offline_names_the_folder_and_the_files(tmp_path):
+    proc = run_dlrun("dataset=mnist", f"dataset.root={tmp_path}", "dataset.download=false", "debug=smoke")
+    assert_clean_error(proc, 3, f"{tmp_path}/MNIST/raw", "train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+@pytest.mark.slow
+@needs_fashion
+def test_a_truncated_idx_gz_file_is_named(tmp_path):
+    gz = tmp_path / "train-images-idx3-ubyte.gz"
+    gz.write_bytes((FASHION / gz.name).read_bytes()[:200_000])  # the real file, cut short
+    proc = run_dlrun("dataset=fashion_mnist", f"dataset.root={tmp_path}", "debug=smoke")
+    assert_clean_error(proc, 3, f"{gz} cannot be unpacked", "truncated")
+    assert not leftovers(tmp_path)  # no half-unpacked file left to be mistaken for a good one
+
+
+def _idx(path, dims, payload=b""):
+    path.write_bytes(bytes([0, 0, 8, len(dims)]) + struct.pack(f">{len(dims)}I", *dims) + payload)
+
+
+@needs_fashion
+def test_a_truncated_unpacked_idx_file_is_named(tmp_path):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    labels = raw / "t10k-labels-idx1-ubyte"
+    with gzip.open(FASHION / f"{labels.name}.gz") as src, open(labels, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    check_idx(labels)  # the real file is whole
+    labels.write_bytes(labels.read_bytes()[:5000])
+    for name in IDX_FILES:  # the other three: small but valid
+        if name != labels.name:
+            _idx(raw / name, (2, 28, 28) if "images" in name else (2,), bytes(2 * 784 if "images" in name else 2))
+    with pytest.raises(DlrunError, match=r"t10k-labels-idx1-ubyte is corrupted or truncated \(5000 bytes where its "
+                                         r"header announces 10008\)"):
+        fashion_mnist(root=str(tmp_path), download=False)
+
+
+@pytest.mark.slow
+def test_a_dead_dataloader_worker_is_reported_with_a_hint(tmp_path):
+    run = tmp_path / "run"
+    proc = run_patched(WORKER_KILLED_IN_EPOCH_2, *TINY, "trainer.epochs=2", "dataset.in_memory=false",
+                       "dataset.num_workers=1", f"hydra.run.dir={run}")
+    assert_clean_error(proc, 1, "a DataLoader worker died (DataLoader worker (pid", "out-of-memory killer",
+                       "dataset.num_workers=0",
+                       f"dlrun resume={run}")
+    assert load(run / "checkpoints" / "last.pt")["epoch"] == 1
+    assert [r["epoch"] for r in read_jsonl(run / "metrics.jsonl")] == [1]
+    assert read_json(run / "summary.json")["status"] == "failed"
