@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 import uuid
 from pathlib import Path
 
@@ -25,6 +26,20 @@ NO_CHECK_FLAGS = {"-h", "--help", "--hydra-help", "-sc", "--shell-completion", "
 
 def print_error(message: str) -> None:
     Console(stderr=True, soft_wrap=True).print(Text("error: ", style="bold red") + Text(message))
+
+
+def report_error(exc: DlrunError) -> int:
+    """Print a user error (with its traceback first under HYDRA_FULL_ERROR=1); returns its exit code."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        traceback.print_exception(exc)
+    print_error(str(exc))
+    return exc.exit_code
+
+
+def config_dirs(flags: list[str]) -> list[str]:
+    """The folders given with -cd/--config-dir DIR (or --config-dir=DIR)."""
+    dirs = [v for f, v in zip(flags, flags[1:]) if f in ("-cd", "--config-dir")]
+    return dirs + [f.split("=", 1)[1] for f in flags if f.startswith("--config-dir=")]
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -120,8 +135,7 @@ def _app(cfg: DictConfig) -> dict | None:
         summary, _ = train(cfg, Path(hc.runtime.output_dir))
         code = exit_code(summary)  # non-zero only if interrupted
     except DlrunError as exc:
-        print_error(str(exc))
-        code = exc.exit_code
+        code = report_error(exc)
     if code:
         sys.exit(code)
 
@@ -150,10 +164,9 @@ def main(argv: list[str] | None = None) -> None:
             overrides = resume_overrides(overrides)
             guard_run_dir(overrides)
             if any(not o.startswith("hydra.") for o in overrides):  # nothing to mistype otherwise
-                check_overrides(overrides)
+                check_overrides(overrides, config_dirs(flags))
     except DlrunError as exc:
-        print_error(str(exc))
-        sys.exit(exc.exit_code)
+        sys.exit(report_error(exc))
     sys.argv = [sys.argv[0], *flags, *overrides]
     from dlrun import sweep
 

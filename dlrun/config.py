@@ -4,12 +4,17 @@ Nothing here imports torch, so `dlrun --help`, `--cfg job` and bad input answer 
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+import types
+import typing
 from pathlib import Path
+from typing import Iterable
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from dlrun import schema
 from dlrun import sweep as _sweep  # noqa: F401  registers ${dlrun_job_dir:}, hydra.sweep.subdir's resolver
 from dlrun.errors import DlrunError, did_you_mean
 
@@ -23,37 +28,7 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
-# ---- value checks (types and ranges), applied to the composed config ------------------------------
-def _positive_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-# key -> (check, what is allowed); applied when the composed config has the key
-RANGES = {
-    "trainer.max_grad_norm": (lambda v: v is None or (_number(v) and v > 0), "null or a number > 0"),
-    "trainer.clip_value": (lambda v: v is None or (_number(v) and v > 0), "null or a number > 0"),
-    "trainer.checkpoint_every_steps": (lambda v: v is None or _positive_int(v), "null or a positive integer"),
-    "trainer.log_every": (_positive_int, "a positive integer"),
-    "trainer.deterministic": (lambda v: isinstance(v, bool), "true or false"),
-    "trainer.export_safetensors": (lambda v: isinstance(v, bool), "true or false"),
-    "optimizer.momentum": (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
-    "optimizer.weight_decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),
-    "optimizer.eps": (lambda v: _number(v) and v > 0, "a number > 0"),
-    "optimizer.betas": (lambda v: isinstance(v, ListConfig) and len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v),
-                        "two numbers in [0, 1)"),
-    "scheduler.gamma": (lambda v: _number(v) and v > 0, "a number > 0"),
-    "scheduler.step_size": (_positive_int, "a positive integer"),
-    "loss.label_smoothing": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "dataset.val_split": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "dataset.test_split": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
-    "dataset.num_workers": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
-    "dataset.in_memory": (lambda v: isinstance(v, bool), "true or false"),
-}
-ON_NONFINITE = ("stop", "skip")
+# ---- value checks against the schemas (dlrun/schema.py), applied to the composed config -----------
 ALLOWED_TARGETS: frozenset[str] = frozenset()  # dlrun instantiates nothing named in a config: components come
 # from the registries (model=NAME, optimizer=NAME, ...); Hydra's own hydra.* settings are not user config
 
@@ -68,51 +43,82 @@ def _targets(node, path: str = ""):
         yield from _targets(v, key)
 
 
-def validate(cfg: DictConfig) -> None:
-    """Reject wrong types and out-of-range values naming the key, the value and what is allowed."""
-    t, problems = cfg.trainer, []
+def _fits(value, tp) -> bool:
+    """Whether `value` (as OmegaConf holds it) has the type `tp` (a schema annotation)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is typing.Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if tp is list or origin is list:
+        return isinstance(value, (list, ListConfig)) and all(_fits(v, args[0]) for v in value if args)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if dataclasses.is_dataclass(tp):
+        return isinstance(value, (dict, DictConfig))
+    return isinstance(value, tp)  # bool, str, NoneType
 
-    def bad(key, value, allowed):
-        problems.append(f"{key}={value!r} is not allowed: {allowed}")
 
-    if not _positive_int(t.epochs):
-        bad("trainer.epochs", t.epochs, "a positive integer")
-    if not (_positive_int(t.batch_size) or t.batch_size == "full"):
-        bad("trainer.batch_size", t.batch_size, "a positive integer or 'full'")
-    lr = cfg.optimizer.get("lr")
-    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
-        bad("optimizer.lr", lr, "a number > 0")
-    dropout = cfg.model.get("dropout")
-    if dropout is not None and (isinstance(dropout, bool) or not isinstance(dropout, (int, float))
-                                or not 0 <= dropout < 1):
-        bad("model.dropout", dropout, "a number in [0, 1)")
-    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
-        bad("seed", cfg.seed, "an integer")
-    for key in ("l1", "l2"):
-        v = t.get(key, 0.0)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            bad(f"trainer.{key}", v, "a number >= 0")
-    patience = t.early_stopping.patience
-    if patience is not None and not _positive_int(patience):
-        bad("trainer.early_stopping.patience", patience, "null (off) or a positive integer")
-    if t.limit_batches is not None and not _positive_int(t.limit_batches):
-        bad("trainer.limit_batches", t.limit_batches, "null or a positive integer")
-    for key, (check, allowed) in RANGES.items():
-        value = OmegaConf.select(cfg, key, default=RANGES)
-        if value is not RANGES and not check(value):
-            bad(key, value, allowed)
-    on_nonfinite = t.get("on_nonfinite", "stop")
-    if on_nonfinite not in ON_NONFINITE:
-        bad("trainer.on_nonfinite", on_nonfinite, f"stop or skip.{did_you_mean(str(on_nonfinite), ON_NONFINITE)}")
+def _describe(tp) -> str:
+    """What a type allows, in words: `Optional[int]` -> 'null or an integer'."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in sorted(args, key=lambda a: a is not type(None)))
+    if origin is typing.Literal:
+        return ", ".join(map(str, args[:-1])) + f" or {args[-1]}" if len(args) > 1 else str(args[0])
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+    return names.get(tp) or ("a list" if tp is list or origin is list else "a mapping")
+
+
+def _choices(tp) -> list[str]:
+    """The strings a Literal (possibly inside a Union) allows, for 'did you mean'."""
+    if typing.get_origin(tp) is typing.Literal:
+        return [a for a in typing.get_args(tp) if isinstance(a, str)]
+    return [c for a in typing.get_args(tp) for c in _choices(a)]
+
+
+def _check(node: DictConfig, schema: type, path: str, added, problems: list[str]) -> None:
+    """Check each key of `node` against the dataclass `schema`; nested schemas recursively."""
+    hints, fields = typing.get_type_hints(schema), {f.name: f for f in dataclasses.fields(schema)}
+    for key in node:
+        full = f"{path}{key}"
+        if key not in fields:
+            if not (getattr(schema, "EXTRA_KEYS", False) or added is None or full in added
+                    or key in ("_target_", "hydra")):
+                problems.append(f"unknown key '{full}'.{did_you_mean(str(key), fields)}")
+            continue
+        value, tp, meta = node[key], hints[key], fields[key].metadata
+        # a nested schema, alone or in a Union (logger.tensorboard: true | {graph: ...})
+        sub = next((a for a in (tp, *typing.get_args(tp)) if dataclasses.is_dataclass(a)), None)
+        if sub is not None and isinstance(value, DictConfig):
+            _check(value, sub, full + ".", added, problems)
+            continue
+        check = meta.get("check")
+        if not _fits(value, tp) or (value is not None and check is not None and not check(value)):
+            allowed = meta.get("allowed") or _describe(tp)
+            hint = did_you_mean(value, _choices(tp)) if isinstance(value, str) else ""
+            problems.append(f"{full}={value!r} is not allowed: {allowed}{'.' + hint if hint else ''}")
+
+
+def validate(cfg: DictConfig, added: Iterable[str] | None = None) -> None:
+    """Check the composed config against the schemas in dlrun/schema.py; raise one DlrunError naming, for
+    each problem, the key, the value and what is allowed.
+
+    `added`: the keys the command line added on purpose (`+KEY=VALUE`); any other key that a schema lacks
+    (a typo in a config file) is refused with a suggestion. None leaves unknown keys unchecked, for a
+    config whose overrides `check_overrides` has already checked.
+    """
+    problems: list[str] = []
     for key, target in _targets(OmegaConf.to_container(cfg, resolve=False)):
         if target not in ALLOWED_TARGETS:
-            bad(key, target, "no _target_: dlrun never instantiates a class named in a config; components come "
-                "from the registries (model=NAME, optimizer=NAME, ...; plugins: see `dlrun list`)")
-    on_failure = cfg.get("sweep", {}).get("on_failure", "continue")
-    if on_failure not in ("continue", "stop"):
-        bad("sweep.on_failure", on_failure, f"continue or stop.{did_you_mean(str(on_failure), ['continue', 'stop'])}")
-    if problems:
-        raise DlrunError("invalid config:\n  " + "\n  ".join(problems))
+            problems.append(f"{key}={target!r} is not allowed: no _target_: dlrun never instantiates a class named "
+                            "in a config; components come from the registries (model=NAME, optimizer=NAME, ...; "
+                            "plugins: see `dlrun list`)")
+    _check(cfg, schema.Config, "", None if added is None else set(added), problems)
+    if problems:  # one problem on one line (a sweep's failure line shows the first line)
+        raise DlrunError("invalid config:" + ("\n  " if len(problems) > 1 else " ") + "\n  ".join(problems))
 
 
 # ---- command-line overrides: resume and early typo detection ---------------------------------------
@@ -160,13 +166,16 @@ def guard_run_dir(overrides: list[str]) -> None:
                                  f"`dlrun resume={run_dir}`, or choose another hydra.run.dir.")
 
 
-def _first_values(overrides: list[str]) -> list[str]:
-    """One job's worth of overrides (first value of each sweep), leaving out Hydra's own."""
+def _first_values(overrides: list[str], config_dirs: Iterable[str] = ()) -> list[str]:
+    """One job's worth of overrides (first value of each sweep), leaving out Hydra's own settings except
+    the search path, to which `--config-dir` folders are added (user configs: experiment=MINE)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    out = []
+    out, search = [], [f"file://{Path(d).resolve()}" for d in config_dirs]
     for o in OverridesParser.create().parse_overrides(overrides):
         key = o.get_key_element()
+        if key == "hydra.searchpath" and isinstance(o.value(), list):
+            search += [str(p) for p in o.value()]
         if o.key_or_group.startswith("hydra") or key.startswith("hydra"):
             continue
         if o.is_sweep_override():
@@ -177,21 +186,23 @@ def _first_values(overrides: list[str]) -> list[str]:
             out.append(f"{key}={first}")
         else:
             out.append(o.input_line)
-    return out
+    return out + ([f"hydra.searchpath=[{','.join(repr(p) for p in search)}]"] if search else [])
 
 
-def check_overrides(overrides: list[str]) -> None:
-    """Compose once (no torch) so a mistyped key or option gets a 'did you mean' before any work."""
+def check_overrides(overrides: list[str], config_dirs: Iterable[str] = ()) -> None:
+    """Compose once (no torch) so a mistyped key or option, or a bad value, is refused before any work.
+
+    `config_dirs`: the `--config-dir` folders of the command line (where user configs may live)."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 
     try:
-        job = _first_values(overrides)
+        job = _first_values(overrides, config_dirs)
     except OverrideParseException as exc:
         raise DlrunError(f"cannot parse the overrides: {exc}") from None
     with initialize_config_dir(CONF_DIR, version_base="1.3", job_name="dlrun"):
         try:
-            validate(compose("config", overrides=job))
+            validate(compose("config", overrides=job), added={_key(o) for o in job if o.startswith("+")})
         except MissingConfigException as exc:
             raise DlrunError(_explain_missing(str(exc))) from None
         except ConfigCompositionException as exc:

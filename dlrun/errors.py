@@ -1,4 +1,5 @@
-"""The one exception users see: a message that says what to do, printed without a traceback."""
+"""The one exception users see: a message that says what to do, printed without a traceback
+(HYDRA_FULL_ERROR=1 shows it)."""
 from __future__ import annotations
 
 import difflib

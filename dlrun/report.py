@@ -337,13 +337,12 @@ def report(root: Path, metric_name: str | None = None, sort: str | None = None, 
 
 def report_command(argv: list[str]) -> int:
     """`dlrun report DIR [--metric M] [--sort KEY[:asc|:desc]] [--top N]`; returns the exit code."""
-    from dlrun.cli import print_error
+    from dlrun.cli import report_error
 
     args = parse_args(argv)
     try:
         report(args.dir, args.metric, args.sort, args.top)
     except DlrunError as exc:
-        print_error(str(exc))
-        return exc.exit_code
+        return report_error(exc)
     return 0
 

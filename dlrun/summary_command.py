@@ -56,7 +56,7 @@ def model_and_shape(overrides: list[str], console: Console | None = None):
 
 
 def summary_command(overrides: list[str]) -> int:
-    from dlrun.cli import print_error
+    from dlrun.cli import report_error
 
     if any(a in ("-h", "--help") for a in overrides):
         print("Usage: dlrun summary [GROUP=OPTION ...] [KEY=VALUE ...]\n"
@@ -67,8 +67,7 @@ def summary_command(overrides: list[str]) -> int:
     try:
         model, input_shape, num_outputs, note, cfg = model_and_shape(overrides)
     except DlrunError as exc:
-        print_error(str(exc))
-        return exc.exit_code
+        return report_error(exc)
     from dlrun.model_summary import print_summary
 
     console.print(f"model={cfg.model.name} dataset={cfg.dataset.name}: input {input_shape} -> {num_outputs} outputs")

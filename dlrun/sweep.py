@@ -22,6 +22,7 @@ import traceback
 from pathlib import Path
 
 import yaml
+from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf, open_dict
 
 LEDGER = "ledger.jsonl"
@@ -30,12 +31,14 @@ FINE = ("completed", "skipped")  # statuses that leave the exit code at 0
 STATE: dict = {}  # this process's sweep folder, for the final table
 
 
-class SweepDirCallback:
+class SweepDirCallback(Callback):
     """Hydra callback: tell the launching process its sweep folder, also when the jobs run in other
     processes (joblib, SLURM), so the final table and exit code come from the ledger they write."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
         STATE["dir"] = Path(str(config.hydra.sweep.dir))
+
+
 _SKIPS: dict[str, Path] = {}  # scratch folder -> the completed job's folder it stands in for
 _CHOSEN: dict[tuple, str] = {}  # (launch, sweep dir, job key) -> subdir, so the resolver is stable
 
@@ -193,10 +196,12 @@ def sweep_job(cfg, hc) -> dict | None:
         _clear(run_dir)  # a failed attempt: start again from scratch
         entry["redone"] = True
 
+    from dlrun.config import validate
     from dlrun.runner import exit_code, train
 
     start, summary, error, code = time.perf_counter(), None, None, 0
-    try:
+    try:  # the launch checked its first job; each job's config files are checked here (e.g. experiment=a,b)
+        validate(cfg, added={o.split("=", 1)[0].lstrip("+") for o in overrides if o.startswith("+")})
         summary, _ = train(cfg, run_dir)
         code = exit_code(summary)
     except DlrunError as exc:  # a non-finite loss is one

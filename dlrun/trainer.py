@@ -4,10 +4,14 @@ Read it top to bottom: `fit` -> `_train_epoch` -> `_step`. Speed rules, each wit
 - batches are slices of tensors already on the device (no DataLoader, no per-sample Python);
 - running sums stay on the device and are read once per `log_every` steps, so the GPU never waits;
 - a non-finite loss is recorded on the device (first bad step) and checked at those same reads
-  (`on_nonfinite=skip` must decide before each update, so it reads the device once per step).
+  (`on_nonfinite=skip` must decide before each update, so it reads the device once per step);
+- `precision=bf16|fp16` runs forward and loss under autocast (half the memory traffic; fp16 adds a
+  GradScaler so small gradients do not underflow); `channels_last` feeds convolutions NHWC, the
+  layout tensor cores want.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -23,6 +27,9 @@ from dlrun.data import DataBundle, Split
 from dlrun.errors import DlrunError
 from dlrun.loggers import EpochProgress
 from dlrun.tasks import Task
+
+
+AMP_DTYPES = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # trainer.precision
 
 
 class Interrupted(Exception):
@@ -43,7 +50,8 @@ class Trainer:
                  callbacks=(), console=None, seed: int = 0, log_every: int = 50, limit_batches: int | None = None,
                  in_memory: bool = True, num_workers: int = 0, max_grad_norm: float | None = None,
                  l1: float = 0.0, l2: float = 0.0, augment=None, config: dict | None = None,
-                 checkpoint_every_steps: int | None = None, on_nonfinite: str = "stop", clip_value: float | None = None):
+                 checkpoint_every_steps: int | None = None, on_nonfinite: str = "stop", clip_value: float | None = None,
+                 precision: str = "32", channels_last: bool = False):
         self.model, self.optimizer, self.task, self.data = model, optimizer, task, data
         self.scheduler, self.scheduler_interval = scheduler, scheduler_interval
         self.epochs, self.batch_size, self.device = epochs, batch_size, device
@@ -53,6 +61,9 @@ class Trainer:
         self.checkpoint_every_steps, self.clip_value = checkpoint_every_steps, clip_value
         self.skip_nonfinite = on_nonfinite == "skip"
         self.augment = augment or None  # per-batch, on the device, training steps only
+        self.amp_dtype = AMP_DTYPES[str(precision)]
+        self.scaler = torch.amp.GradScaler(device.type) if self.amp_dtype is torch.float16 else None
+        self.memory_format = torch.channels_last if channels_last else None
         self.progress = EpochProgress(console) if console is not None else None
         # L1/L2 as the seeds write them: lambda/n * sum|w| and lambda/(2n) * sum w^2, weights only (no biases)
         self.l1, self.l2, self.n_train = l1, l2, len(data.train)
@@ -175,36 +186,52 @@ class Trainer:
 
     def _step(self, x: torch.Tensor, y: torch.Tensor):
         """One update: (loss, correct, finite) with `finite` a device flag; None when on_nonfinite=skip skipped it."""
-        x = self.data.prepare(x)
+        x = self._input(x)
         buffers = [b.clone() for b in self.model.buffers()] if self.skip_nonfinite else None
-        out = self.model(self.augment(x) if self.augment else x)
-        loss = self.task.loss_fn(out, y)
+        with self._autocast():
+            out = self.model(self.augment(x) if self.augment else x)
+            loss = self.task.loss_fn(out, y)
         objective = loss + self._penalty() if (self.l1 or self.l2) else loss
         self.optimizer.zero_grad(set_to_none=True)
-        objective.backward()
+        (self.scaler.scale(objective) if self.scaler else objective).backward()
         finite = torch.isfinite(loss)
         if self.max_grad_norm or self.clip_value or self.skip_nonfinite:
             params = [p for p in self.model.parameters() if p.grad is not None]
-        if self.max_grad_norm or self.skip_nonfinite:  # the gradient's norm, before any clipping
+            if self.scaler:
+                self.scaler.unscale_(self.optimizer)  # clip and check the true gradients
+        if self.max_grad_norm or (self.skip_nonfinite and not self.scaler):  # the norm before any clipping
             norm = nn.utils.get_total_norm([p.grad for p in params])
-            finite = finite & torch.isfinite(norm)
-            if self.skip_nonfinite and not finite:  # one device read per step, in this mode only
-                self.optimizer.zero_grad(set_to_none=True)
-                for b, saved in zip(self.model.buffers(), buffers):
-                    b.copy_(saved)  # e.g. batch-norm statistics the bad batch has touched
-                return None
+            if not self.scaler:  # under fp16 an overflowing gradient is the GradScaler's to skip
+                finite = finite & torch.isfinite(norm)
+        if self.skip_nonfinite and not finite:  # one device read per step, in this mode only
+            self.optimizer.zero_grad(set_to_none=True)
+            for b, saved in zip(self.model.buffers(), buffers):
+                b.copy_(saved)  # e.g. batch-norm statistics the bad batch has touched
+            return None
         if self.clip_value:
             nn.utils.clip_grad_value_(params, self.clip_value)
         if self.max_grad_norm:
             if self.clip_value:
                 norm = nn.utils.get_total_norm([p.grad for p in params])
             nn.utils.clip_grads_with_norm_(params, self.max_grad_norm, norm)
-        self.optimizer.step()
+        if self.scaler:  # skips the update when the scaled gradients overflowed, then adapts the scale
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         if self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
         self.step += 1
         correct = self.task.correct(out.detach(), y) if self.task.classification else 0
         return loss, correct, finite
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        """A raw batch as the model takes it: normalised float, NHWC when channels_last."""
+        x = self.data.prepare(x)
+        return x.contiguous(memory_format=self.memory_format) if self.memory_format and x.dim() == 4 else x
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
 
     def _penalty(self) -> torch.Tensor:
         l1 = sum(p.abs().sum() for p in self.penalised) * (self.l1 / self.n_train) if self.l1 else 0.0
@@ -232,7 +259,9 @@ class Trainer:
         self.model.eval()
         sums, count = torch.zeros(2, device=self.device), 0
         for x, y in self.batches(split):
-            out = self.model(self.data.prepare(x))
+            with self._autocast():
+                out = self.model(self._input(x))
+            out = out.float()  # metrics and the loss in full precision
             if outputs is not None:
                 outputs.append((out, y))
             sums[0] += self.task.loss_fn(out, y) * len(y)
@@ -251,6 +280,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "epoch": self.epoch, "step": self.step, "epoch_step": self.epoch_step,
             "partial": {**self._partial, "sums": self._partial["sums"].cpu()},
             "history": self.history,
@@ -264,6 +294,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step, self.epoch_step = state["epoch"], state["step"], state["epoch_step"]
         self._partial = {**state["partial"], "sums": state["partial"]["sums"].to(self.device)}
         self.history = list(state["history"])

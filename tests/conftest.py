@@ -17,8 +17,9 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 def run_dlrun(*args: str, env: dict | None = None, timeout: float = 240, cwd: Path | None = None):
     """`dlrun ARGS...` as a user would type it; plain output (CI=1), data cache in a temp folder."""
     # one torch thread: tiny models gain nothing from two, and on 2 cores two threads per run fight the test runner
-    full_env = {**os.environ, "CI": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None)
+    full_env = {**os.environ, "CI": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    full_env.pop("HYDRA_FULL_ERROR", None)  # tracebacks only where a test asks for them (env=)
+    full_env.update(env or {})
     return subprocess.run([str(DLRUN), *args], capture_output=True, text=True, timeout=timeout,
                           env=full_env, cwd=cwd or ROOT)
 

@@ -103,7 +103,7 @@ def test_list_models_and_help_do_not_import_torch():
     (["trainer.epochs=abc"], 2, ["trainer.epochs='abc' is not allowed: a positive integer"]),
     (["optimizer.lr=-1"], 2, ["optimizer.lr=-1 is not allowed"]),
     (["list", "modles"], 2, ["Did you mean 'models'"]),
-    (["dataset=synthetic", "dataset.kind=moon"], 2, ["unknown synthetic kind 'moon'. Did you mean 'moons'?"]),
+    (["dataset=synthetic", "dataset.kind=moon"], 2, ["dataset.kind='moon' is not allowed", "Did you mean 'moons'?"]),
     (["device=cuda:0"], 2, ["no CUDA GPU"]),
 ])
 def test_bad_input_gets_a_clear_message_and_exit_code(args, code, fragments, run_dir):
