@@ -95,8 +95,8 @@ class Registry:
 
 
 MODELS = Registry("model", ("dlrun.models.mlp", "dlrun.models.cnn", "dlrun.models.lenet", "dlrun.models.vgg",
-                            "dlrun.models.resnet", "dlrun.models.inception", "dlrun.models.sequential",
-                            "dlrun.models.tv"), "dlrun.models")
+                            "dlrun.models.resnet", "dlrun.models.inception", "dlrun.models.airbench",
+                            "dlrun.models.sequential", "dlrun.models.tv"), "dlrun.models")
 DATASETS = Registry("dataset", ("dlrun.data.digits", "dlrun.data.synthetic", "dlrun.data.vision"), "dlrun.datasets")
 OPTIMIZERS = Registry("optimizer", ("dlrun.optim",))
 SCHEDULERS = Registry("scheduler", ("dlrun.optim",))

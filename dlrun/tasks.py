@@ -45,8 +45,13 @@ class Task:
 
     def correct(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Right predictions in a batch, on the device; multilabel counts the fraction of labels right."""
-        hit = (self.predict(out) == y).float()
-        return hit.mean(dim=1).sum() if hit.dim() > 1 else hit.sum()
+        return self.hits(self.predict(out), y).sum()
+
+    @staticmethod
+    def hits(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per sample: 1 for a right prediction (multilabel: the fraction of its labels right), else 0."""
+        hit = (pred == y).float()
+        return hit.mean(dim=1) if hit.dim() > 1 else hit
 
 
 def build_task(task: str, loss: dict, num_outputs: int) -> Task:

@@ -2,8 +2,9 @@
 
 Read it top to bottom: `fit` -> `_train_epoch` -> `_step`. Speed rules, each with its reason:
 - batches are slices of tensors already on the device (no DataLoader, no per-sample Python);
-- running sums stay on the device and are read once per `log_every` steps, so the GPU never waits;
-- a non-finite loss is recorded on the device (first bad step) and checked at those same reads
+- each step writes its loss and predictions into epoch-long device buffers (three small ops) that are
+  summed once per `log_every` steps, so the GPU never waits and the CPU does little per step;
+- a non-finite loss makes those sums non-finite, and only then is the buffer searched for the step
   (`on_nonfinite=skip` must decide before each update, so it reads the device once per step);
 - `precision=bf16|fp16` runs forward and loss under autocast (half the memory traffic; fp16 adds a
   GradScaler so small gradients do not underflow); `channels_last` feeds convolutions NHWC, the
@@ -30,6 +31,13 @@ from dlrun.tasks import Task
 
 
 AMP_DTYPES = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # trainer.precision
+
+
+def _move(records: dict | None, device) -> dict | None:
+    """An epoch's records (see Trainer._records) on another device."""
+    if records is None:
+        return None
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in records.items()}
 
 
 class Interrupted(Exception):
@@ -72,15 +80,15 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken
         self.epoch_step = 0  # steps taken in the unfinished epoch (non-zero only in a mid-epoch checkpoint)
-        self._partial = self._fresh()  # running sums of the unfinished epoch
+        self._partial = self._fresh()  # records of the unfinished epoch
         self.stop_reason: str | None = None
         self._signal: int | None = None
         self._last_saved: tuple[int, int] | None = None  # (epochs done, steps into the next) of last.pt
 
     # ---- data ----------------------------------------------------------------------------------
     def _fresh(self) -> dict:
-        """Running sums of an epoch: [loss_sum, correct] on the device; samples, skipped steps, seconds on the host."""
-        return {"sums": torch.zeros(2, device=self.device), "count": 0, "skips": 0, "seconds": 0.0}
+        """The unfinished epoch: its per-step records (device), skipped steps and seconds (host)."""
+        return {"records": None, "skips": 0, "seconds": 0.0}
 
     def _bs(self, n: int) -> int:
         return n if self.batch_size == "full" else int(self.batch_size)
@@ -89,13 +97,13 @@ class Trainer:
         nb = math.ceil(len(split) / self._bs(len(split)))
         return min(nb, self.limit_batches) if self.limit_batches else nb
 
-    def batches(self, split: Split, epoch: int = 0, start: int = 0, shuffle: bool = False):
-        """(x, y) batches on the device. The epoch's order depends only on (seed, epoch), so a resumed
-        run regenerates it and skips the `start` batches already done."""
+    def order(self, split: Split, epoch: int) -> torch.Tensor:
+        """The epoch's shuffle: it depends only on (seed, epoch), so a resumed run regenerates it."""
+        return torch.randperm(len(split), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+
+    def batches(self, split: Split, order: torch.Tensor | None = None, start: int = 0):
+        """(x, y) batches on the device, in `order` (None: as stored), from batch `start` on."""
         n, bs, nb = len(split), self._bs(len(split)), self.num_batches(split)
-        order = None
-        if shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
         if self.in_memory:
             order = order.to(self.device) if order is not None else None
             for i in range(start, nb):
@@ -134,58 +142,81 @@ class Trainer:
                     raise Interrupted(self._signal)
         return self.history
 
+    def _records(self, total: int) -> dict:
+        """Epoch-long buffers: each step's mean loss (device), its sample count (host), predictions (device)."""
+        return {"losses": torch.zeros(total, device=self.device), "sizes": [0] * total, "preds": None}
+
+    def _checked_loss_sum(self, rec: dict, steps: int, epoch: int) -> float:
+        """The summed training loss of the first `steps` steps (one device read); a non-finite step
+        stops the run naming it."""
+        sizes = torch.tensor(rec["sizes"][:steps], dtype=torch.float32, device=self.device)
+        loss_sum = float((rec["losses"][:steps] * sizes).sum())
+        if not math.isfinite(loss_sum):
+            bad = int((~torch.isfinite(rec["losses"][:steps])).nonzero()[0]) + 1  # the epoch's first bad step
+            raise NonFiniteLoss(f"the training loss or gradient became non-finite at epoch {epoch}, step {bad} "
+                                f"(optimizer step {self.step - steps + bad} of the run); {self._kept()}. Try a "
+                                "smaller optimizer.lr, trainer.max_grad_norm, or trainer.on_nonfinite=skip.")
+        return loss_sum
+
     def _train_epoch(self, epoch: int) -> tuple[dict, float, float]:
+        """One epoch of steps. Each step writes its loss and predictions into epoch-long device buffers
+        (three small ops, no host read); the buffers are summed every `log_every` steps and at the end."""
         self.model.train()
-        total = self.num_batches(self.data.train)
-        sums, count, skips = self._partial["sums"].clone(), self._partial["count"], self._partial.get("skips", 0)
-        bad_step = torch.tensor(-1, device=self.device)
+        split, total, start = self.data.train, self.num_batches(self.data.train), self.epoch_step
+        order = self.order(split, epoch)
+        rec = self._partial["records"] or self._records(total)
+        skips, bs = self._partial["skips"], self._bs(len(split))
         lr = self.optimizer.param_groups[0]["lr"]
         if self.progress:
-            self.progress.start(epoch, total, self.epoch_step)
-        t0, i = time.perf_counter(), self.epoch_step
+            self.progress.start(epoch, total, start)
+        t0, i = time.perf_counter(), start
         try:
-            for i, (x, y) in enumerate(self.batches(self.data.train, epoch, self.epoch_step, shuffle=True),
-                                       start=self.epoch_step + 1):
+            for i, (x, y) in enumerate(self.batches(split, order, start), start=start + 1):
                 taken = self._step(x, y)
                 if taken is None:  # on_nonfinite=skip: a non-finite loss or gradient; nothing was updated
                     skips += 1
                 else:
-                    loss, correct, finite = taken
-                    sums[0] += loss.detach() * len(y)
-                    sums[1] += correct
-                    count += len(y)
-                    bad_step = torch.where((bad_step < 0) & ~finite, self.step, bad_step)
+                    rec["losses"][i - 1] = taken[0]
+                    rec["sizes"][i - 1] = len(y)
+                    if self.task.classification:
+                        pred = self.task.predict(taken[1])
+                        if rec["preds"] is None:  # -1 matches no label: skipped steps count as no sample
+                            rec["preds"] = torch.full((len(split), *pred.shape[1:]), -1, dtype=pred.dtype,
+                                                      device=self.device)
+                        rec["preds"][(i - 1) * bs:(i - 1) * bs + len(y)] = pred
                 if i % self.log_every == 0 or i == total:
-                    self._check_finite(bad_step, epoch, i)
-                    if self.progress and count:
-                        self.progress.update(i, sums[0].item() / count)
+                    loss_sum = self._checked_loss_sum(rec, i, epoch)
+                    if self.progress and sum(rec["sizes"][:i]):
+                        self.progress.update(i, loss_sum / sum(rec["sizes"][:i]))
                 if i < total and (self._signal is not None or (
                         taken is not None and self.checkpoint_every_steps
                         and self.step % self.checkpoint_every_steps == 0)):
-                    self._check_finite(bad_step, epoch, i)  # never save weights that a bad step has touched
-                    self._save_mid_epoch(i, sums, count, skips, time.perf_counter() - t0)
+                    self._checked_loss_sum(rec, i, epoch)  # never save weights that a bad step has touched
+                    self._save_mid_epoch(i, rec, skips, time.perf_counter() - t0)
                     if self._signal is not None:
                         raise Interrupted(self._signal)
         finally:
             if self.progress:
                 self.progress.stop()
-        self._check_finite(bad_step, epoch, i)
+        loss_sum = self._checked_loss_sum(rec, i, epoch)
         if self.device.type == "cuda":
             torch.cuda.synchronize()  # so epoch_time measures the work, not the queueing
         seconds = self._partial["seconds"] + time.perf_counter() - t0
+        count = sum(rec["sizes"])
         if not count:
             raise NonFiniteLoss(f"every training step of epoch {epoch} had a non-finite loss or gradient and was "
                                 f"skipped ({skips} steps); check the data and optimizer.lr.")
-        loss_sum, correct = sums.tolist()
         out = {"train_loss": loss_sum / count}
         if self.task.classification:
-            out["train_accuracy"] = correct / count
+            labels = split.y[order[:len(rec["preds"])].to(split.y.device)].to(self.device)
+            out["train_accuracy"] = self.task.hits(rec["preds"], labels).sum().item() / count
         if self.skip_nonfinite:
             out["nonfinite_skips"] = skips
         return out, lr, seconds
 
     def _step(self, x: torch.Tensor, y: torch.Tensor):
-        """One update: (loss, correct, finite) with `finite` a device flag; None when on_nonfinite=skip skipped it."""
+        """One update: (loss record, outputs), the record NaN when the gradient norm was not finite;
+        None when on_nonfinite=skip skipped the step."""
         x = self._input(x)
         buffers = [b.clone() for b in self.model.buffers()] if self.skip_nonfinite else None
         with self._autocast():
@@ -194,7 +225,7 @@ class Trainer:
         objective = loss + self._penalty() if (self.l1 or self.l2) else loss
         self.optimizer.zero_grad(set_to_none=True)
         (self.scaler.scale(objective) if self.scaler else objective).backward()
-        finite = torch.isfinite(loss)
+        record = loss.detach()
         if self.max_grad_norm or self.clip_value or self.skip_nonfinite:
             params = [p for p in self.model.parameters() if p.grad is not None]
             if self.scaler:
@@ -202,8 +233,8 @@ class Trainer:
         if self.max_grad_norm or (self.skip_nonfinite and not self.scaler):  # the norm before any clipping
             norm = nn.utils.get_total_norm([p.grad for p in params])
             if not self.scaler:  # under fp16 an overflowing gradient is the GradScaler's to skip
-                finite = finite & torch.isfinite(norm)
-        if self.skip_nonfinite and not finite:  # one device read per step, in this mode only
+                record = record + 0 * norm  # 0 * norm is NaN exactly when the norm is not finite
+        if self.skip_nonfinite and not torch.isfinite(record):  # one device read per step, in this mode only
             self.optimizer.zero_grad(set_to_none=True)
             for b, saved in zip(self.model.buffers(), buffers):
                 b.copy_(saved)  # e.g. batch-norm statistics the bad batch has touched
@@ -222,8 +253,7 @@ class Trainer:
         if self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
         self.step += 1
-        correct = self.task.correct(out.detach(), y) if self.task.classification else 0
-        return loss, correct, finite
+        return record, out.detach()
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         """A raw batch as the model takes it: normalised float, NHWC when channels_last."""
@@ -237,13 +267,6 @@ class Trainer:
         l1 = sum(p.abs().sum() for p in self.penalised) * (self.l1 / self.n_train) if self.l1 else 0.0
         l2 = sum(p.pow(2).sum() for p in self.penalised) * (self.l2 / (2 * self.n_train)) if self.l2 else 0.0
         return l1 + l2
-
-    def _check_finite(self, bad_step: torch.Tensor, epoch: int, i: int) -> None:
-        bad = int(bad_step)
-        if bad >= 0:
-            raise NonFiniteLoss(f"the training loss or gradient became non-finite at epoch {epoch}, step "
-                                f"{i - (self.step - bad)} (optimizer step {bad} of the run); {self._kept()}. Try a "
-                                "smaller optimizer.lr, trainer.max_grad_norm, or trainer.on_nonfinite=skip.")
 
     def _kept(self) -> str:
         """Which checkpoint a failure leaves behind, for its message."""
@@ -282,7 +305,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "epoch": self.epoch, "step": self.step, "epoch_step": self.epoch_step,
-            "partial": {**self._partial, "sums": self._partial["sums"].cpu()},
+            "partial": {**self._partial, "records": _move(self._partial["records"], "cpu")},
             "history": self.history,
             "callbacks": [cb.state_dict() for cb in self.callbacks],
             "rng": rng_state(),
@@ -297,7 +320,7 @@ class Trainer:
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step, self.epoch_step = state["epoch"], state["step"], state["epoch_step"]
-        self._partial = {**state["partial"], "sums": state["partial"]["sums"].to(self.device)}
+        self._partial = {**state["partial"], "records": _move(state["partial"]["records"], self.device)}
         self.history = list(state["history"])
         for cb, cb_state in zip(self.callbacks, state["callbacks"]):
             cb.load_state_dict(cb_state)
@@ -317,15 +340,15 @@ class Trainer:
     def resume(self, path: Path) -> None:
         self.load_state_dict(load_checkpoint(path, map_location=self.device))
 
-    def _save_mid_epoch(self, steps_done: int, sums: torch.Tensor, count: int, skips: int, seconds: float) -> None:
-        """last.pt in the middle of an epoch: the epoch's running sums and position go in with the rest."""
+    def _save_mid_epoch(self, steps_done: int, rec: dict, skips: int, seconds: float) -> None:
+        """last.pt in the middle of an epoch: the epoch's records and position go in with the rest."""
         before = self.epoch_step, self._partial
         self.epoch_step = steps_done
-        self._partial = {"sums": sums.clone(), "count": count, "skips": skips, "seconds": self._partial["seconds"] + seconds}
+        self._partial = {"records": rec, "skips": skips, "seconds": self._partial["seconds"] + seconds}
         try:
             self.save(self.run_dir / "checkpoints" / "last.pt")
         finally:
-            self.epoch_step, self._partial = before  # the epoch goes on from its own running sums
+            self.epoch_step, self._partial = before  # the epoch goes on with its own buffers
 
     def _signals(self):
         """SIGINT/SIGTERM/SIGUSR1: finish the current step, save, stop. A second SIGINT aborts at once."""

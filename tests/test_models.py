@@ -15,7 +15,7 @@ from dlrun.errors import DlrunError
 from dlrun.model_summary import count_params
 from dlrun.registry import create_model
 
-VISION = ["perceptron", "mlp", "lenet5", "cnn", "vgg", "resnet", "inception", "sequential", "tv"]
+VISION = ["perceptron", "mlp", "lenet5", "cnn", "vgg", "resnet", "inception", "airbench", "sequential", "tv"]
 
 
 def preset(name: str, input_shape, num_outputs: int = 10, **override) -> nn.Module:
@@ -37,7 +37,7 @@ def same_function(ours: nn.Module, hand: nn.Module, input_shape) -> None:
 
 # ---- every vision model adapts to channels, size and classes -------------------------------------------
 @pytest.mark.parametrize("name", ["lenet5", "cnn", "cnn_seed2x", "cnn_seed3x", "vgg", "resnet", "inception",
-                                  "sequential", "sequential_seed_conv"])
+                                  "airbench", "sequential", "sequential_seed_conv"])
 @pytest.mark.parametrize("shape,classes", [((1, 8, 8), 10), ((1, 28, 28), 10), ((3, 32, 32), 100)])
 def test_vision_models_adapt_to_the_dataset(name, shape, classes):
     model = preset(name, shape, classes)
@@ -353,7 +353,7 @@ def test_transfer_learning_fashion_backbone_to_digits_keeps_frozen_weights(tmp_p
 
 # ---- the CLI: one smoke sweep over every vision model, and `dlrun summary` ------------------------------
 def test_every_vision_model_trains_from_the_cli_in_one_sweep(tmp_path):
-    models = ["lenet5", "cnn_seed2x", "cnn_seed3x", "vgg", "resnet", "inception", "sequential", "tv"]
+    models = ["lenet5", "cnn_seed2x", "cnn_seed3x", "vgg", "resnet", "inception", "airbench", "sequential", "tv"]
     proc = run_dlrun("-m", f"model={','.join(models)}", "debug=smoke", "trainer.batch_size=16",
                      f"hydra.sweep.dir={tmp_path}", timeout=400)
     assert proc.returncode == 0, proc.stderr
@@ -362,6 +362,7 @@ def test_every_vision_model_trains_from_the_cli_in_one_sweep(tmp_path):
         assert summary["status"] == "completed" and summary["epochs_completed"] == 1, model
     params = {m: read_json(tmp_path / str(j) / "summary.json")["params"] for j, m in enumerate(models)}
     assert params["resnet"] == 272_186 and params["cnn_seed2x"] == 53_002 and params["lenet5"] == 21_386
+    assert params["airbench"] == 1_963_320
 
 
 def test_dlrun_summary_prints_without_training_and_knows_offline_shapes(tmp_path, capsys):
