@@ -23,11 +23,12 @@ run: install
 smoke: install
 	$(BIN)/dlrun debug=smoke
 
+# -n auto: one pytest worker per core (most tests wait on a dlrun subprocess); one torch thread each
 test: install
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto
 
 test-all: install
-	$(BIN)/python -m pytest -q -m ""
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto -m ""
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -19,8 +19,16 @@ def _train(tmp_path, name, *overrides, epochs=4):
     return run, read_json(run / "summary.json")
 
 
+def _sweep(tmp_path, key, values, *overrides, epochs=4):
+    """One multirun over `key` (one process start for all); {value: (job folder, summary)}."""
+    proc = run_dlrun("-m", f"{key}={','.join(values)}", f"trainer.epochs={epochs}", "logger=quiet",
+                     f"hydra.sweep.dir={tmp_path}", *overrides)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return {v: (tmp_path / str(i), read_json(tmp_path / str(i) / "summary.json")) for i, v in enumerate(values)}
+
+
 def test_bf16_and_fp16_autocast_train_and_fp16_keeps_its_grad_scaler(tmp_path):
-    runs = {p: _train(tmp_path, p, f"trainer.precision={p}") for p in ("32", "bf16", "fp16")}
+    runs = _sweep(tmp_path, "trainer.precision", ["32", "bf16", "fp16"])
     for p, (_, summary) in runs.items():
         assert summary["status"] == "completed", p
         assert summary["test_accuracy"] >= 0.9, (p, summary["test_accuracy"])
@@ -36,8 +44,8 @@ def test_channels_last_feeds_nhwc_and_trains_a_cnn_like_nchw(tmp_path):
     stub = SimpleNamespace(data=SimpleNamespace(prepare=lambda x: x.float() / 255), memory_format=torch.channels_last)
     x = Trainer._input(stub, torch.randint(0, 255, (4, 3, 8, 8), dtype=torch.uint8))
     assert x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    _, nchw = _train(tmp_path, "nchw", "model=cnn", epochs=10)
-    _, nhwc = _train(tmp_path, "nhwc", "model=cnn", "trainer.channels_last=true", epochs=10)
+    runs = _sweep(tmp_path, "trainer.channels_last", ["false", "true"], "model=cnn", epochs=10)
+    nchw, nhwc = runs["false"][1], runs["true"][1]
     assert nhwc["test_accuracy"] >= 0.9
     assert abs(nhwc["test_loss"] - nchw["test_loss"]) < 1e-3  # the same maths in another memory layout
 
