@@ -83,6 +83,7 @@ class Trainer:
         self._partial = self._fresh()  # records of the unfinished epoch
         self.stop_reason: str | None = None
         self._signal: int | None = None
+        self._loaders: dict[int, torch.utils.data.DataLoader] = {}  # the DataLoader path's, per split
         self._last_saved: tuple[int, int] | None = None  # (epochs done, steps into the next) of last.pt
 
     # ---- data ----------------------------------------------------------------------------------
@@ -112,13 +113,21 @@ class Trainer:
             return
         # DataLoader path for data kept on the host: worker processes, pinned memory, async copies.
         order = order if order is not None else torch.arange(n)
-        chunks = [order[i * bs:(i + 1) * bs].tolist() for i in range(start, nb)]
-        # its own generator: the workers' seed must not draw from the global RNG (a resumed run would diverge)
-        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(split.x, split.y), batch_sampler=chunks,
-                                             num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
-                                             generator=torch.Generator().manual_seed(self.seed))
+        loader = self._loader(split)
+        loader.batch_sampler[:] = [order[i * bs:(i + 1) * bs].tolist() for i in range(start, nb)]
         for x, y in loader:  # a worker's death: see runner.train
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def _loader(self, split: Split) -> torch.utils.data.DataLoader:
+        """One DataLoader per split for the whole run, so its workers start once (persistent_workers);
+        its batch sampler is a list that `batches` refills with each pass's index batches."""
+        if id(split) not in self._loaders:
+            self._loaders[id(split)] = torch.utils.data.DataLoader(
+                torch.utils.data.TensorDataset(split.x, split.y), batch_sampler=[], num_workers=self.num_workers,
+                pin_memory=self.device.type == "cuda", persistent_workers=self.num_workers > 0,
+                # its own generator: the workers' seed must not draw from the global RNG (a resume would diverge)
+                generator=torch.Generator().manual_seed(self.seed))
+        return self._loaders[id(split)]
 
     # ---- training ------------------------------------------------------------------------------
     def fit(self) -> list[dict]:

@@ -67,3 +67,28 @@ def test_refuses_to_overwrite_a_finished_run(tmp_path):
     with pytest.raises(dlrun.errors.DlrunError, match="already holds a run"):
         run(tmp_path, "done", "debug=smoke")
     assert (tmp_path / "done" / "summary.json").read_bytes() == before
+
+
+def test_dataloader_workers_live_across_epochs_and_serve_each_epochs_order():
+    """persistent_workers: the same worker processes serve every pass, each pass in its own shuffle."""
+    import torch
+
+    from dlrun.data import DataBundle, Split
+    from dlrun.registry import create_model
+    from dlrun.tasks import build_task
+    from dlrun.trainer import Trainer
+
+    x, y = torch.arange(40.0).unsqueeze(1), torch.arange(40) % 2
+    data = DataBundle(Split(x, y), Split(x, y), Split(x, y), input_shape=(1,), num_outputs=2)
+    model = create_model("mlp", input_shape=(1,), num_outputs=2, hidden=[4])
+    t = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), None, "epoch",
+                build_task("multiclass", {"name": "auto"}, 2), data, epochs=2, batch_size=8,
+                device=torch.device("cpu"), run_dir="unused", in_memory=False, num_workers=2)
+    passes, pids = [], []
+    for epoch in (1, 2):
+        order = t.order(data.train, epoch)
+        passes.append(torch.cat([xb.flatten() for xb, _ in t.batches(data.train, order)]))
+        assert passes[-1].tolist() == x[order].flatten().tolist()  # exactly the epoch's shuffle
+        pids.append(sorted(w.pid for w in t._loaders[id(data.train)]._iterator._workers))
+    assert not torch.equal(passes[0], passes[1])
+    assert pids[0] == pids[1] and len(pids[0]) == 2  # started once, alive across epochs
