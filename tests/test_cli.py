@@ -1,5 +1,6 @@
 """The real `dlrun` command on real (small) data: numbers, files and messages."""
 import csv
+import os
 import subprocess
 import sys
 
@@ -94,6 +95,20 @@ def test_list_models_and_help_do_not_import_torch():
     assert "TORCH False" in proc.stdout
     assert "list" in proc.stdout and "model:" in proc.stdout and "optimizer:" in proc.stdout  # --help
     assert "channels:" in proc.stdout  # --cfg job printed the cnn config
+
+
+def test_shell_completion_answers_without_torch():
+    """Hydra's bash completion (`eval "$(dlrun -sc install=bash)"`) runs dlrun on every Tab press."""
+    assert "hydra_bash_completion" in run_dlrun("-sc", "install=bash").stdout
+    code = ("import sys; from dlrun import cli\n"
+            "sys.argv = ['dlrun', '-sc', 'query=bash']\n"
+            "try: cli.main()\n"
+            "except SystemExit as e: assert not e.code, e.code\n"
+            "print('TORCH', 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "COMP_LINE": "dlrun model=res"})
+    assert proc.returncode == 0, proc.stderr
+    assert "model=resnet" in proc.stdout.split() and "TORCH False" in proc.stdout
 
 
 @pytest.mark.parametrize("args,code,fragments", [
