@@ -1,6 +1,7 @@
 """Launchers: a parallel local sweep with joblib (real CLI), and the shipped SLURM config (no cluster here)."""
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -23,6 +24,18 @@ def test_joblib_sweep_runs_jobs_in_parallel_processes(tmp_path):
     # the jobs ran in worker processes, yet the launching process reports the failure and exits non-zero
     assert proc.returncode == 1, out
     assert "1 job(s) of the sweep failed: job 0" in out
+
+
+def test_on_failure_stop_reaches_jobs_in_other_processes(tmp_path):
+    """The stop is read from the ledger by each worker process: jobs after the failure never train."""
+    sweep = tmp_path / "sweep"
+    proc = run_dlrun("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "sweep.on_failure=stop", "debug=smoke",
+                     "logger=quiet", "optimizer.lr=1e12,0.01,0.001", f"hydra.sweep.dir={sweep}")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in out, out
+    ledger = [json.loads(line) for line in (sweep / "ledger.jsonl").read_text().splitlines()]
+    assert {row["job"]: row["status"] for row in ledger} == {0: "failed", 1: "not run", 2: "not run"}
+    assert not (sweep / "1" / "summary.json").exists() and not (sweep / "2" / "checkpoints").exists()
 
 
 def test_slurm_config_composes():
