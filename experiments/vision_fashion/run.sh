@@ -12,7 +12,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 out=experiments/vision_fashion/sweep
 what=${1:-all}
 shift || true
-JOBS=(  # cosine schedule, batch 128, seed 0 for all; test accuracy is taken with the best-val_loss weights
+JOBS=(  # cosine schedule, batch 128, seed 0 unless a job sets another; test accuracy with the best.pt weights
   "model=lenet5 optimizer=adam trainer.epochs=10"
   "model=cnn_seed2x optimizer=adam trainer.epochs=5"
   "model=resnet optimizer=adam optimizer.lr=0.002 trainer.epochs=4"
@@ -24,6 +24,8 @@ JOBS=(  # cosine schedule, batch 128, seed 0 for all; test accuracy is taken wit
   "model=resnet optimizer=adam optimizer.lr=0.002 dataset.augment=[translation:0.1,hflip] trainer.epochs=8"
   "model=lenet5 model.norm=batch optimizer=adam optimizer.lr=0.002 dataset.augment=[hflip] trainer.checkpoint.monitor=val_accuracy trainer.epochs=25"
   "model=resnet optimizer=adam optimizer.lr=0.002 dataset.augment=[hflip] trainer.checkpoint.monitor=val_accuracy trainer.epochs=12"
+  "model=resnet optimizer=adam optimizer.lr=0.002 dataset.augment=[hflip] trainer.checkpoint.monitor=val_accuracy trainer.epochs=12 seed=1"
+  "model=resnet optimizer=adam optimizer.lr=0.002 dataset.augment=[hflip] trainer.checkpoint.monitor=val_accuracy trainer.epochs=15 seed=1"
 )
 fashion() {  # runs land in sweep/fashion/N like a multirun's jobs, for experiments/summarize.py
   local dir=$out/fashion/$1
