@@ -5,8 +5,10 @@ Start-up stays light: torch is imported only once a run really starts, so `--hel
 """
 from __future__ import annotations
 
+import atexit
 import os
 import sys
+import threading
 import traceback
 import uuid
 from pathlib import Path
@@ -129,13 +131,19 @@ def _app(cfg: DictConfig) -> dict | None:
         from dlrun.sweep import sweep_job
 
         return sweep_job(cfg, hc)
+    from dlrun.plotter import Plotter
+
+    plotter = Plotter.start()  # matplotlib loads in a helper process, on another core, while torch loads here
     from dlrun.runner import exit_code, train
 
     try:
-        summary, _ = train(cfg, Path(hc.runtime.output_dir))
+        summary, _ = train(cfg, Path(hc.runtime.output_dir), plotter=plotter)
+        plotter.close()
         code = exit_code(summary)  # non-zero only if interrupted
     except DlrunError as exc:
         code = report_error(exc)
+    finally:
+        plotter.cancel()  # a no-op once closed
     if code:
         sys.exit(code)
 
@@ -189,5 +197,26 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(code)
 
 
+def entry() -> None:
+    """The `dlrun` console script: `main()`, then, after a successful run that loaded torch, a quick exit.
+
+    Python's teardown of the modules that torch and torch._dynamo load takes 1 to 2 s here and writes
+    nothing. So once all is written, the exit handlers are run (logging's flush, multiprocessing's child
+    clean-up, ...), stdout and stderr flushed, and the process leaves without the teardown. Failures,
+    interruptions, and processes with other live threads (a joblib sweep's executor) exit the usual way.
+    """
+    try:
+        main()
+    except SystemExit as exc:
+        if exc.code:
+            raise
+    others = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
+    if "torch" not in sys.modules or others:
+        return
+    atexit._run_exitfuncs()  # what the interpreter runs at exit before tearing the modules down
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
 if __name__ == "__main__":
-    main()
+    entry()

@@ -2,8 +2,6 @@
 for classification; MSE, MAE and R² for regression. Plain torch, computed once at the end."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 
@@ -47,25 +45,3 @@ def test_metrics(task, out: torch.Tensor, y: torch.Tensor, classes: list[str] | 
         pred, y, k = pred.flatten(), y.flatten(), 2
     cm = confusion_matrix(pred, y, k)
     return classification_metrics(cm), cm
-
-
-def plot_confusion(cm: torch.Tensor, classes: list[str] | None, path: Path, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    k = cm.shape[0]
-    labels = classes if classes and len(classes) == k else [str(i) for i in range(k)]
-    fig, ax = plt.subplots(figsize=(1.0 + 0.5 * k, 0.8 + 0.5 * k))
-    ax.imshow(cm.numpy(), cmap="Blues")
-    for i in range(k):
-        for j in range(k):
-            ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if cm[i, j] > cm.max() / 2 else "black")
-    ax.set(xticks=range(k), yticks=range(k), xlabel="predicted", ylabel="true", title=title)
-    ax.set_xticklabels(labels, rotation=90, fontsize=7)
-    ax.set_yticklabels(labels, fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -25,7 +25,8 @@ from dlrun.errors import DlrunError
 from dlrun.model_summary import count_params, print_summary
 from dlrun.optim import build_optimizer, build_scheduler
 from dlrun.registry import LOGGERS, create_model
-from dlrun.metrics import plot_confusion, test_metrics
+from dlrun.metrics import test_metrics
+from dlrun.plotter import Plotter
 from dlrun.tasks import build_task
 from dlrun.trainer import Interrupted, Trainer
 
@@ -78,10 +79,12 @@ def versions() -> dict:
             "hydra": hydra.__version__, "numpy": np.__version__}
 
 
-def train(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> tuple[dict, list[dict]]:
+def train(cfg: DictConfig, run_dir: Path, console: Console | None = None,
+          plotter: Plotter | None = None) -> tuple[dict, list[dict]]:
     """Run one training job described by `cfg` in `run_dir`; returns (summary, history).
 
-    The summary is also written to summary.json, whatever the outcome."""
+    The summary is also written to summary.json, whatever the outcome. `plotter`: where the PNG is drawn
+    (default: here, at once); the caller closes it."""
     start = time.perf_counter()
     validate(cfg)
     run_dir = Path(run_dir)
@@ -186,8 +189,8 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> tup
         summary.update({f"test_{k}": v for k, v in test.items()}, task=task.name, loss=task.loss_name)
         if cm is not None:
             summary["confusion_matrix"] = cm.tolist()
-            plot_confusion(cm, data.classes, run_dir / "confusion_matrix.png",
-                           f"{cfg.model.name} on {cfg.dataset.name}: test confusion matrix")
+            (plotter or Plotter()).confusion(cm.tolist(), data.classes, run_dir / "confusion_matrix.png",
+                                             f"{cfg.model.name} on {cfg.dataset.name}: test confusion matrix")
         if tcfg.get("export_safetensors"):
             export_safetensors(model, run_dir / "model.safetensors", {"dlrun_epoch": str(cb.best_epoch)})
     summary.update(best_epoch=cb.best_epoch, best_monitor=cb.monitor, best_value=cb.best,

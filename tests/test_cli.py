@@ -97,6 +97,32 @@ def test_list_models_and_help_do_not_import_torch():
     assert "channels:" in proc.stdout  # --cfg job printed the cnn config
 
 
+def test_a_successful_run_runs_exit_handlers_and_skips_module_teardown(tmp_path):
+    """`dlrun` leaves with os._exit after its exit handlers: torch's module teardown (1-2 s) is skipped."""
+    (tmp_path / "sitecustomize.py").write_text(  # both markers named after the program: dlrun, or the plot helper
+        "import atexit, pathlib, sys\n"
+        f"out = pathlib.Path({str(tmp_path)!r})\n"
+        "class Teardown:\n"
+        "    path = None\n"
+        "    def __del__(self, open=open):\n"
+        "        if self.path: open(self.path, 'w').write('1')\n"
+        "marker = Teardown()\n"
+        "def at_exit():\n"
+        "    name = pathlib.Path(sys.argv[0]).name\n"
+        "    (out / f'atexit_{name}').write_text('1')\n"
+        "    marker.path = str(out / f'teardown_{name}')\n"
+        "atexit.register(at_exit)\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    proc = run_dlrun("logger=quiet", "trainer.epochs=1", f"hydra.run.dir={tmp_path / 'ok'}", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert read_json(tmp_path / "ok" / "summary.json")["status"] == "completed"
+    assert (tmp_path / "atexit_dlrun").exists() and not (tmp_path / "teardown_dlrun").exists()
+    (tmp_path / "atexit_dlrun").unlink()
+    proc = run_dlrun("logger=quiet", "trainer.epochs=1", "device=cuda:99", env=env)  # fails after torch: usual exit
+    assert proc.returncode != 0 and "error:" in proc.stderr
+    assert (tmp_path / "atexit_dlrun").exists() and (tmp_path / "teardown_dlrun").exists()
+
+
 def test_shell_completion_answers_without_torch():
     """Hydra's bash completion (`eval "$(dlrun -sc install=bash)"`) runs dlrun on every Tab press."""
     assert "hydra_bash_completion" in run_dlrun("-sc", "install=bash").stdout
