@@ -218,5 +218,6 @@ def entry() -> None:
     sys.stderr.flush()
     os._exit(0)
 
+
 if __name__ == "__main__":
     entry()

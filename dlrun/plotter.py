@@ -69,9 +69,10 @@ class Plotter:
 
     def close(self, timeout: float = 120) -> None:
         """Wait for the helper to finish its drawings; draw here any it did not make."""
-        proc, self.proc = self.proc, None
-        if proc is None:
+        if not self.sent:  # nothing to draw (a regression task, an interrupted run): no need to wait
+            self.cancel()
             return
+        proc, self.proc = self.proc, None
         try:
             proc.stdin.close()
             ok = proc.wait(timeout) == 0

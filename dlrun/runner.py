@@ -189,8 +189,9 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None,
         summary.update({f"test_{k}": v for k, v in test.items()}, task=task.name, loss=task.loss_name)
         if cm is not None:
             summary["confusion_matrix"] = cm.tolist()
-            (plotter or Plotter()).confusion(cm.tolist(), data.classes, run_dir / "confusion_matrix.png",
-                                             f"{cfg.model.name} on {cfg.dataset.name}: test confusion matrix")
+            title = f"{cfg.model.name} on {cfg.dataset.name}: test confusion matrix"
+            (plotter or Plotter()).confusion(summary["confusion_matrix"], data.classes,
+                                             run_dir / "confusion_matrix.png", title)
         if tcfg.get("export_safetensors"):
             export_safetensors(model, run_dir / "model.safetensors", {"dlrun_epoch": str(cb.best_epoch)})
     summary.update(best_epoch=cb.best_epoch, best_monitor=cb.monitor, best_value=cb.best,
