@@ -12,13 +12,19 @@ import sys
 from pathlib import Path
 
 
-def draw_confusion(cm: list[list[int]], classes: list[str] | None, path: str, title: str = "") -> None:
-    """Counts as a heat map with the number in each cell; rows are true classes, columns predictions."""
+def pyplot():
+    """matplotlib.pyplot with the file-only Agg backend (no display needed); imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def draw_confusion(cm: list[list[int]], classes: list[str] | None, path: str, title: str = "") -> None:
+    """Counts as a heat map with the number in each cell; rows are true classes, columns predictions."""
+    plt = pyplot()
     k = len(cm)
     top = max(max(row) for row in cm)
     labels = classes if classes and len(classes) == k else [str(i) for i in range(k)]
@@ -73,6 +79,8 @@ class Plotter:
             self.cancel()
             return
         proc, self.proc = self.proc, None
+        if proc is None:
+            return
         try:
             proc.stdin.close()
             ok = proc.wait(timeout) == 0
@@ -86,7 +94,7 @@ class Plotter:
 
     def cancel(self) -> None:
         """Stop the helper without drawing (the run was aborted)."""
-        proc, self.proc = self.proc, None
+        proc, self.proc, self.sent = self.proc, None, []
         if proc is not None:
             self._kill(proc)
 
@@ -103,11 +111,7 @@ class Plotter:
 
 def _serve() -> None:
     """The helper: load matplotlib, then draw each job read from stdin until it closes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401  the slow part, done before any job arrives
-
+    pyplot()  # the slow part, done before any job arrives
     for line in sys.stdin:
         draw_confusion(**json.loads(line))
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from dlrun.errors import DlrunError, did_you_mean
+from dlrun.plotter import pyplot
 from dlrun.sweep import read_ledger
 
 LOWER_IS_BETTER = ("loss", "mse", "mae", "error", "time")
@@ -168,10 +169,7 @@ def _label(run: dict, keys: list[str]) -> str:
 
 def plot_curves(path: Path, runs: list[dict], keys: list[str], title: str) -> None:
     """Every run's learning curves overlaid: losses (train dashed, validation solid), validation accuracy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     with_acc = any("val_accuracy" in r for run in runs for r in run["rows"])
     fig, axes = plt.subplots(1, 2 if with_acc else 1, figsize=(12 if with_acc else 7, 4.5), squeeze=False)
@@ -220,10 +218,7 @@ def grid_axes(runs: list[dict], keys: list[str]) -> tuple[str, str | None] | Non
 def plot_grid(path: Path, runs: list[dict], axes: tuple[str, str | None], metric_name: str, title: str) -> None:
     """The metric against the swept value (one line per value of a second key); the mean over seeds,
     with their spread as error bars. Jobs that did not complete are red crosses on the x axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     x_key, line_key = axes
     xs = sorted({r["overrides"].get(x_key) for r in runs}, key=_sort_value)
