@@ -12,19 +12,26 @@ def count_params(model: nn.Module, trainable: bool | None = True) -> int:
 
 
 def layer_table(model: nn.Module, input_shape: tuple[int, ...], device="cpu") -> list[tuple[str, str, int]]:
-    """(layer name, output shape, own parameters) for every leaf module, in call order."""
-    rows, hooks = [], []
+    """(layer name, output shape, parameters) for every leaf module and every module with weights of its own,
+    in call order. A module that uses a child's weights without calling it (attention's out_proj) counts
+    them in its own row, so the rows add up to the model's total."""
+    rows, hooks, counted = [], [], set()
 
     def hook(name):
         def fn(module, inputs, output):
-            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else "-"
-            rows.append((f"{name} ({type(module).__name__})", str(("N",) + shape[1:]) if shape != "-" else shape,
-                         sum(p.numel() for p in module.parameters(recurse=False))))
+            if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+                output = output[0]  # an RNN's (output, h_n), attention's (output, weights)
+            shape = str(("N",) + tuple(output.shape)[1:]) if isinstance(output, torch.Tensor) else "-"
+            mods = [m for m in module.modules() if m is module or m not in counted]
+            counted.update(mods)
+            label = f"{name} ({type(module).__name__})" if name else f"{type(module).__name__} (own weights)"
+            rows.append((label, shape,
+                         sum(p.numel() for m in mods for p in m.parameters(recurse=False))))
         return fn
 
     for name, m in model.named_modules():
-        if not list(m.children()):
-            hooks.append(m.register_forward_hook(hook(name or type(m).__name__)))
+        if not list(m.children()) or list(m.parameters(recurse=False)):
+            hooks.append(m.register_forward_hook(hook(name)))
     was_training = model.training
     model.eval()
     try:

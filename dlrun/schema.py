@@ -125,12 +125,15 @@ class Dataset:
     in_memory: bool
     num_workers: int = rng(lambda v: v >= 0, "an integer >= 0")
     augment: Optional[list] = rng(allowed="a list, e.g. [rotation:10,hflip]")
-    kind: Literal["moons", "circles", "student", "blobs", "multilabel", "regression"]
+    kind: Literal["moons", "circles", "student", "blobs", "multilabel", "regression",  # synthetic
+                  "adding", "recall"]  # sequences
     n_samples: int = positive_int()
     noise: float = at_least_0()
     n_features: int = positive_int()
     centers: int = positive_int()
     n_labels: int = positive_int()
+    length: int = rng(lambda v: v >= 2, "an integer >= 2")
+    symbols: int = rng(lambda v: v >= 2, "an integer >= 2")
 
 
 @dataclass
