@@ -1,5 +1,5 @@
 """Test-set metrics from predictions: accuracy, macro precision/recall/F1 and the confusion matrix
-for classification; MSE, MAE and R² for regression. Plain torch, computed once at the end."""
+for classification; MSE, MAE and R² for regression and reconstruction. Plain torch, computed once at the end."""
 from __future__ import annotations
 
 import torch
@@ -30,8 +30,8 @@ def regression_metrics(out: torch.Tensor, y: torch.Tensor) -> dict:
 def test_metrics(task, out: torch.Tensor, y: torch.Tensor, classes: list[str] | None) -> tuple[dict, torch.Tensor | None]:
     """Metrics for the summary and, for single-label classification, the confusion matrix."""
     out, y = out.cpu(), y.cpu()
-    if task.name == "regression":
-        return regression_metrics(out, y), None
+    if task.name in ("regression", "reconstruction"):
+        return regression_metrics(out.flatten(1), y.flatten(1)), None
     pred = task.predict(out)
     if task.name == "multilabel":  # per label, then averaged (macro)
         tp = (pred * y).sum(0)

@@ -1,4 +1,4 @@
-"""The run's confusion-matrix PNG, drawn with matplotlib here or in a helper process.
+"""The run's PNGs (the confusion matrix; an autoencoder's reconstructions), drawn here or in a helper process.
 
 Importing matplotlib costs about 1 s, a sixth of the default run. A CLI run starts the helper before it
 imports torch, so that second is spent on another core while torch loads and the model trains; at the
@@ -42,6 +42,39 @@ def draw_confusion(cm: list[list[int]], classes: list[str] | None, path: str, ti
     plt.close(fig)
 
 
+def draw_images(rows: list[list], labels: list[str], path: str, title: str = "") -> None:
+    """A grid of images, one row per entry of `rows` (each a list of (C, H, W) nested lists, C = 1 or 3),
+    each row named by `labels`; every image is scaled to its own min..max for display."""
+    import numpy as np
+
+    plt = pyplot()
+    n = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.1 * n + 0.8, 1.2 * len(rows) + 0.5), squeeze=False)
+    for r, (row, label) in enumerate(zip(rows, labels)):
+        for c in range(n):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(row):
+                img = np.asarray(row[c], dtype=float).transpose(1, 2, 0)
+                img = (img - img.min()) / max(img.max() - img.min(), 1e-12)
+                ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray")
+        axes[r][0].set_ylabel(label, fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+DRAW = {"confusion": draw_confusion, "images": draw_images}
+
+
+def draw(job: dict) -> None:
+    """Draw one job: {"kind": "confusion" | "images", ...the drawing function's arguments}."""
+    job = dict(job)
+    DRAW[job.pop("kind", "confusion")](**job)
+
+
 class Plotter:
     """Draws in this process, or, made with `Plotter.start()`, in a helper that loads matplotlib meanwhile.
 
@@ -62,9 +95,16 @@ class Plotter:
         return cls(proc)
 
     def confusion(self, cm: list[list[int]], classes: list[str] | None, path: Path, title: str = "") -> None:
-        job = {"cm": cm, "classes": classes, "path": str(Path(path).resolve()), "title": title}
+        self._send({"kind": "confusion", "cm": cm, "classes": classes, "path": str(Path(path).resolve()),
+                    "title": title})
+
+    def images(self, rows: list[list], labels: list[str], path: Path, title: str = "") -> None:
+        self._send({"kind": "images", "rows": rows, "labels": labels, "path": str(Path(path).resolve()),
+                    "title": title})
+
+    def _send(self, job: dict) -> None:
         if self.proc is None:
-            draw_confusion(**job)
+            draw(job)
             return
         self.sent.append(job)
         try:  # sent at once: the helper draws while this process writes the summary
@@ -89,7 +129,7 @@ class Plotter:
         if not ok:
             self._kill(proc)
             for job in self.sent:
-                draw_confusion(**job)
+                draw(job)
         self.sent = []
 
     def cancel(self) -> None:
@@ -113,7 +153,7 @@ def _serve() -> None:
     """The helper: load matplotlib, then draw each job read from stdin until it closes."""
     pyplot()  # the slow part, done before any job arrives
     for line in sys.stdin:
-        draw_confusion(**json.loads(line))
+        draw(json.loads(line))
 
 
 if __name__ == "__main__":

@@ -105,10 +105,11 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None,
     data = build_dataset(cfg.dataset)
     in_memory = cfg.dataset.get("in_memory", True)
     data.to(device, splits=in_memory)
-    data.adapt_to_task(cfg.task or data.task)
+    data.adapt_to_task(cfg.task or cfg.model.get("task") or data.task)  # a model may need a task (autoencoders)
     augment = Augment(augment, data.input_shape)
     task = build_task(data.task, cfg.loss, data.num_outputs)
     model_kw = OmegaConf.to_container(cfg.model, resolve=True)
+    model_kw.pop("task", None)
     model = create_model(model_kw.pop("name"), input_shape=data.input_shape, num_outputs=data.num_outputs,
                          **model_kw).to(device)
     if tcfg.summary and cfg.logger.console:
@@ -192,6 +193,8 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None,
             title = f"{cfg.model.name} on {cfg.dataset.name}: test confusion matrix"
             (plotter or Plotter()).confusion(summary["confusion_matrix"], data.classes,
                                              run_dir / "confusion_matrix.png", title)
+        if task.name == "reconstruction" and len(data.input_shape) == 3 and data.input_shape[0] in (1, 3):
+            _draw_reconstructions(plotter or Plotter(), model, outputs, run_dir, f"{cfg.model.name} on {cfg.dataset.name}")
         if tcfg.get("export_safetensors"):
             export_safetensors(model, run_dir / "model.safetensors", {"dlrun_epoch": str(cb.best_epoch)})
     summary.update(best_epoch=cb.best_epoch, best_monitor=cb.monitor, best_value=cb.best,
@@ -210,6 +213,18 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None,
     for lg in loggers:
         lg.finish(summary)
     return summary, trainer.history
+
+
+def _draw_reconstructions(plotter: Plotter, model, outputs: list, run_dir: Path, title: str, n: int = 8) -> None:
+    """reconstructions.png: the first test images, their reconstructions and, for a model that can
+    `sample` (the VAE), images decoded from the prior."""
+    out, target = outputs[0]
+    rows, labels = [target[:n].cpu().tolist(), out[:n].cpu().tolist()], ["input", "rebuilt"]
+    if hasattr(model, "sample"):
+        model.eval()
+        rows.append(model.sample(n).float().cpu().tolist())
+        labels.append("sampled")
+    plotter.images(rows, labels, run_dir / "reconstructions.png", f"{title}: test reconstructions")
 
 
 def _write_summary(run_dir: Path, summary: dict) -> None:

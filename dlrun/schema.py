@@ -179,7 +179,7 @@ class Config:
 
     seed: int
     device: str  # auto | cpu | cuda | cuda:N | mps (torch.device checks it)
-    task: Optional[Literal["multiclass", "binary", "multilabel", "regression"]]
+    task: Optional[Literal["multiclass", "binary", "multilabel", "regression", "reconstruction"]]
     resume: Union[str, int, None]  # a run folder or checkpoint (`resume=1`: a sweep's job folder)
     sweep: Sweep
     model: Model

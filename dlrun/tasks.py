@@ -6,7 +6,10 @@
 | binary     | 0 or 1                  | sigmoid    | bce                           |
 | multilabel | several 0/1 per sample  | sigmoid    | bce                           |
 | regression | real numbers            | linear     | mse, mae, huber               |
+| reconstruction | the input itself    | linear     | mse, mae                      |
 
+Reconstruction (autoencoders) takes the normalised input batch as the target, before augmentation:
+with `dataset.augment=[noise]` the model sees a corrupted input and must return the clean one (denoising).
 Models output raw scores (logits); the softmax or sigmoid lives inside the loss
 (`CrossEntropyLoss`, `BCEWithLogitsLoss`), which is the numerically stable form of the same thing.
 """
@@ -19,10 +22,11 @@ from torch import nn
 
 from dlrun.errors import DlrunError
 
-TASKS = ("multiclass", "binary", "multilabel", "regression")
+TASKS = ("multiclass", "binary", "multilabel", "regression", "reconstruction")
 LOSSES = {"multiclass": ("cross_entropy",), "binary": ("bce", "mse"), "multilabel": ("bce",),
-          "regression": ("mse", "mae", "huber")}
-OUTPUT = {"multiclass": "softmax", "binary": "sigmoid", "multilabel": "sigmoid", "regression": "linear"}
+          "regression": ("mse", "mae", "huber"), "reconstruction": ("mse", "mae")}
+OUTPUT = {"multiclass": "softmax", "binary": "sigmoid", "multilabel": "sigmoid", "regression": "linear",
+          "reconstruction": "linear"}
 
 
 @dataclass
@@ -33,7 +37,11 @@ class Task:
 
     @property
     def classification(self) -> bool:
-        return self.name != "regression"
+        return self.name not in ("regression", "reconstruction")
+
+    def target(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """What the output is compared with: the labels, or for reconstruction the (normalised) input."""
+        return x if self.name == "reconstruction" else y
 
     def predict(self, out: torch.Tensor) -> torch.Tensor:
         """Class indices (multiclass), 0/1 (binary, multilabel) or the values themselves (regression)."""

@@ -227,10 +227,11 @@ class Trainer:
         """One update: (loss record, outputs), the record NaN when the gradient norm was not finite;
         None when on_nonfinite=skip skipped the step."""
         x = self._input(x)
+        y = self.task.target(x, y)  # reconstruction: the clean input, whatever augmentation does to x
         buffers = [b.clone() for b in self.model.buffers()] if self.skip_nonfinite else None
         with self._autocast():
             out = self.model(self.augment(x) if self.augment else x)
-            loss = self.task.loss_fn(out, y)
+            loss = self._loss(out, y)
         objective = loss + self._penalty() if (self.l1 or self.l2) else loss
         self.optimizer.zero_grad(set_to_none=True)
         (self.scaler.scale(objective) if self.scaler else objective).backward()
@@ -264,6 +265,12 @@ class Trainer:
         self.step += 1
         return record, out.detach()
 
+    def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The task's loss plus the model's own term, if its forward set one (a VAE's KL; Keras' add_loss)."""
+        loss = self.task.loss_fn(out, y)
+        aux = getattr(self.model, "aux_loss", None)
+        return loss if aux is None else loss + aux
+
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         """A raw batch as the model takes it: normalised float, NHWC when channels_last."""
         x = self.data.prepare(x)
@@ -291,12 +298,14 @@ class Trainer:
         self.model.eval()
         sums, count = torch.zeros(2, device=self.device), 0
         for x, y in self.batches(split):
+            x = self._input(x)
+            y = self.task.target(x, y)
             with self._autocast():
-                out = self.model(self._input(x))
+                out = self.model(x)
             out = out.float()  # metrics and the loss in full precision
             if outputs is not None:
                 outputs.append((out, y))
-            sums[0] += self.task.loss_fn(out, y) * len(y)
+            sums[0] += self._loss(out, y) * len(y)
             if self.task.classification:
                 sums[1] += self.task.correct(out, y)
             count += len(y)

@@ -1,6 +1,7 @@
 """What every dataset builder returns: three splits plus what a model needs to adapt to them."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -53,7 +54,9 @@ class DataBundle:
         """Shape the targets for `task`: class indices -> a 0/1 column for binary, checks for the rest."""
         if task == self.task:
             return
-        if task == "binary" and self.task == "multiclass":
+        if task == "reconstruction":  # the input is the target; the labels stay for plots and studies
+            self.num_outputs = math.prod(self.input_shape)
+        elif task == "binary" and self.task == "multiclass":
             if self.num_outputs != 2:
                 raise DlrunError(f"task=binary needs two classes, and this dataset has {self.num_outputs}; "
                                  "use task=multiclass, or pick two classes (e.g. dataset.classes=[3,8] for digits).")
