@@ -2,6 +2,8 @@
 for classification; MSE, MAE and R² for regression and reconstruction. Plain torch, computed once at the end."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -30,6 +32,9 @@ def regression_metrics(out: torch.Tensor, y: torch.Tensor) -> dict:
 def test_metrics(task, out: torch.Tensor, y: torch.Tensor, classes: list[str] | None) -> tuple[dict, torch.Tensor | None]:
     """Metrics for the summary and, for single-label classification, the confusion matrix."""
     out, y = out.cpu(), y.cpu()
+    if task.name == "next_token":  # per character: perplexity, and bits (the usual unit for text models)
+        ce = torch.nn.functional.cross_entropy(out.flatten(0, 1).double(), y.flatten()).item()
+        return {"perplexity": math.exp(ce), "bits_per_token": ce / math.log(2)}, None
     if task.name in ("regression", "reconstruction"):
         return regression_metrics(out.flatten(1), y.flatten(1)), None
     pred = task.predict(out)

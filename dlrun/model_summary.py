@@ -36,7 +36,8 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...], device="cpu") ->
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(2, *input_shape, device=device))
+            dtype = torch.long if getattr(model, "takes_tokens", False) else torch.float32  # token ids for text
+            model(torch.zeros(2, *input_shape, device=device, dtype=dtype))
     finally:
         model.train(was_training)
         for h in hooks:

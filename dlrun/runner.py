@@ -112,6 +112,10 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None,
     model_kw.pop("task", None)
     model = create_model(model_kw.pop("name"), input_shape=data.input_shape, num_outputs=data.num_outputs,
                          **model_kw).to(device)
+    if data.tokens != getattr(model, "takes_tokens", False):
+        raise DlrunError(f"model={cfg.model.name} does not fit dataset={cfg.dataset.name}: "
+                         + ("it gives token ids (text), which model=charlm reads." if data.tokens else
+                            "model=charlm reads token ids, from dataset=text."))
     if tcfg.summary and cfg.logger.console:
         print_summary(model, data.input_shape, console, device)
     set_backends(device, tcfg.get("tf32", False), tcfg.get("cudnn_benchmark", True), tcfg.deterministic)
@@ -193,6 +197,10 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None,
             title = f"{cfg.model.name} on {cfg.dataset.name}: test confusion matrix"
             (plotter or Plotter()).confusion(summary["confusion_matrix"], data.classes,
                                              run_dir / "confusion_matrix.png", title)
+        if task.name == "next_token" and hasattr(model, "sample"):
+            summary["sample"] = _write_sample(model, data, run_dir, cfg.seed)
+            if cfg.logger.console:
+                console.print(f"[bold]sample[/bold] (samples.txt): {summary['sample']}", markup=True, highlight=False)
         if task.name == "reconstruction" and len(data.input_shape) == 3 and data.input_shape[0] in (1, 3):
             _draw_reconstructions(plotter or Plotter(), model, outputs, run_dir, f"{cfg.model.name} on {cfg.dataset.name}")
         if tcfg.get("export_safetensors"):
@@ -213,6 +221,15 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None,
     for lg in loggers:
         lg.finish(summary)
     return summary, trainer.history
+
+
+def _write_sample(model, data, run_dir: Path, seed: int) -> str:
+    """samples.txt: the start of the test text as a prompt, then what the model writes after it."""
+    prompt = data.test.x[0][: max(1, min(32, data.input_shape[0]))]
+    new = model.sample(prompt, generator=torch.Generator().manual_seed(seed))
+    text = "".join(data.classes[int(t)] for t in prompt) + "".join(data.classes[int(t)] for t in new)
+    atomic_write(run_dir / "samples.txt", lambda f: f.write(text.encode()), durable=False)
+    return text
 
 
 def _draw_reconstructions(plotter: Plotter, model, outputs: list, run_dir: Path, title: str, n: int = 8) -> None:

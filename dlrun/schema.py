@@ -134,6 +134,8 @@ class Dataset:
     n_labels: int = positive_int()
     length: int = rng(lambda v: v >= 2, "an integer >= 2")
     symbols: int = rng(lambda v: v >= 2, "an integer >= 2")
+    path: str
+    lowercase: bool
 
 
 @dataclass
@@ -179,7 +181,7 @@ class Config:
 
     seed: int
     device: str  # auto | cpu | cuda | cuda:N | mps (torch.device checks it)
-    task: Optional[Literal["multiclass", "binary", "multilabel", "regression", "reconstruction"]]
+    task: Optional[Literal["multiclass", "binary", "multilabel", "regression", "reconstruction", "next_token"]]
     resume: Union[str, int, None]  # a run folder or checkpoint (`resume=1`: a sweep's job folder)
     sweep: Sweep
     model: Model

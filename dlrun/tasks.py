@@ -7,6 +7,7 @@
 | multilabel | several 0/1 per sample  | sigmoid    | bce                           |
 | regression | real numbers            | linear     | mse, mae, huber               |
 | reconstruction | the input itself    | linear     | mse, mae                      |
+| next_token | the next token, per step | softmax per step | cross_entropy            |
 
 Reconstruction (autoencoders) takes the normalised input batch as the target, before augmentation:
 with `dataset.augment=[noise]` the model sees a corrupted input and must return the clean one (denoising).
@@ -22,11 +23,19 @@ from torch import nn
 
 from dlrun.errors import DlrunError
 
-TASKS = ("multiclass", "binary", "multilabel", "regression", "reconstruction")
+TASKS = ("multiclass", "binary", "multilabel", "regression", "reconstruction", "next_token")
 LOSSES = {"multiclass": ("cross_entropy",), "binary": ("bce", "mse"), "multilabel": ("bce",),
-          "regression": ("mse", "mae", "huber"), "reconstruction": ("mse", "mae")}
+          "regression": ("mse", "mae", "huber"), "reconstruction": ("mse", "mae"),
+          "next_token": ("cross_entropy",)}
 OUTPUT = {"multiclass": "softmax", "binary": "sigmoid", "multilabel": "sigmoid", "regression": "linear",
-          "reconstruction": "linear"}
+          "reconstruction": "linear", "next_token": "softmax"}
+
+
+class StepCrossEntropy(nn.CrossEntropyLoss):
+    """Cross-entropy of (batch, steps, vocab) scores against (batch, steps) tokens, averaged over every step."""
+
+    def forward(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return super().forward(out.flatten(0, 1), y.flatten())
 
 
 @dataclass
@@ -45,8 +54,8 @@ class Task:
 
     def predict(self, out: torch.Tensor) -> torch.Tensor:
         """Class indices (multiclass), 0/1 (binary, multilabel) or the values themselves (regression)."""
-        if self.name == "multiclass":
-            return out.argmax(dim=1)
+        if self.name in ("multiclass", "next_token"):
+            return out.argmax(dim=-1)  # next_token: (batch, steps, vocab) -> a token per step
         if self.name in ("binary", "multilabel"):
             return (out > 0).to(out.dtype) if self.loss_name == "bce" else (out > 0.5).to(out.dtype)
         return out
@@ -81,6 +90,8 @@ def build_task(task: str, loss: dict, num_outputs: int) -> Task:
     if name == "cross_entropy" and num_outputs < 2:
         raise DlrunError("loss=cross_entropy on a single output cannot learn (softmax of one value is always 1); "
                          "use task=binary with loss=bce.")
+    if task == "next_token":
+        return Task(task, name, StepCrossEntropy(label_smoothing=loss.get("label_smoothing", 0.0)))
     fn = {"cross_entropy": lambda: nn.CrossEntropyLoss(label_smoothing=loss.get("label_smoothing", 0.0)),
           "bce": nn.BCEWithLogitsLoss, "mse": nn.MSELoss, "mae": nn.L1Loss,
           "huber": lambda: nn.HuberLoss(delta=loss.get("delta", 1.0))}[name]()

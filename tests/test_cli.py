@@ -80,7 +80,7 @@ def test_list_models_and_help_do_not_import_torch():
     proc = run_dlrun("list", "models")
     assert proc.returncode == 0
     lines = proc.stdout.splitlines()
-    assert [ln.split()[0] for ln in lines] == ["airbench", "autoencoder", "cnn", "gru", "inception", "lenet5",
+    assert [ln.split()[0] for ln in lines] == ["airbench", "autoencoder", "charlm", "cnn", "gru", "inception", "lenet5",
                                                "lstm", "mlp", "perceptron", "resnet", "rnn", "sequential",
                                                "transformer", "tv", "vae", "vgg"]
     assert all(len(ln.split(maxsplit=1)) == 2 for ln in lines)  # every name has a description
@@ -139,7 +139,7 @@ def test_shell_completion_answers_without_torch():
 
 
 @pytest.mark.parametrize("args,code,fragments", [
-    (["model=resnt"], 2, ["unknown model 'resnt'. Did you mean 'resnet'", "Available model options: airbench, autoencoder, cnn, cnn_seed2x"]),
+    (["model=resnt"], 2, ["unknown model 'resnt'. Did you mean 'resnet'", "Available model options: airbench, autoencoder, charlm, cnn, cnn_seed2x"]),
     (["model=mpl"], 2, ["Did you mean 'mlp'?"]),
     (["trainer.epoch=3"], 2, ["unknown key 'trainer.epoch'. Did you mean 'epochs'?"]),
     (["trainer.epochs=abc"], 2, ["trainer.epochs='abc' is not allowed: a positive integer"]),

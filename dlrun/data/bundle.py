@@ -37,6 +37,7 @@ class DataBundle:
     mean: list[float] = field(default_factory=lambda: [0.0])  # ... then standardised per channel
     std: list[float] = field(default_factory=lambda: [1.0])
     classes: list[str] | None = None
+    tokens: bool = False  # x holds token ids (text): fed to the model as they are, never normalised
 
     def __post_init__(self):
         shape = (1, -1) + (1,) * (len(self.input_shape) - 1)
@@ -74,6 +75,8 @@ class DataBundle:
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Raw batch -> normalised float batch. Done per batch so images can stay uint8 (4x less memory)."""
+        if self.tokens:
+            return x
         return (x.float() / self.scale - self._mean) / self._std
 
 
