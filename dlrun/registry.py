@@ -97,9 +97,10 @@ class Registry:
 MODELS = Registry("model", ("dlrun.models.mlp", "dlrun.models.cnn", "dlrun.models.lenet", "dlrun.models.vgg",
                             "dlrun.models.resnet", "dlrun.models.inception", "dlrun.models.airbench",
                             "dlrun.models.sequential", "dlrun.models.tv", "dlrun.models.recurrent",
-                            "dlrun.models.transformer", "dlrun.models.autoencoder", "dlrun.models.language"), "dlrun.models")
+                            "dlrun.models.transformer", "dlrun.models.autoencoder", "dlrun.models.language",
+                            "dlrun.models.word2vec"), "dlrun.models")
 DATASETS = Registry("dataset", ("dlrun.data.digits", "dlrun.data.synthetic", "dlrun.data.sequences",
-                                 "dlrun.data.text", "dlrun.data.vision"), "dlrun.datasets")
+                                 "dlrun.data.text", "dlrun.data.skipgram", "dlrun.data.vision"), "dlrun.datasets")
 OPTIMIZERS = Registry("optimizer", ("dlrun.optim",))
 SCHEDULERS = Registry("scheduler", ("dlrun.optim",))
 LOGGERS = Registry("logger", ("dlrun.loggers",))

@@ -24,7 +24,7 @@ from dlrun.data.augment import Augment, parse_augment
 from dlrun.errors import DlrunError
 from dlrun.model_summary import count_params, print_summary
 from dlrun.optim import build_optimizer, build_scheduler
-from dlrun.registry import LOGGERS, create_model
+from dlrun.registry import LOGGERS, MODELS, create_model
 from dlrun.metrics import test_metrics
 from dlrun.plotter import Plotter
 from dlrun.tasks import build_task
@@ -110,12 +110,14 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None,
     task = build_task(data.task, cfg.loss, data.num_outputs)
     model_kw = OmegaConf.to_container(cfg.model, resolve=True)
     model_kw.pop("task", None)
+    if data.tokens != getattr(MODELS.get(model_kw["name"]), "takes_tokens", False):  # set by text models
+        raise DlrunError(f"model={cfg.model.name} does not fit dataset={cfg.dataset.name}: " + (
+            "it gives token ids (text), which model=charlm (dataset=text) or model=word2vec (dataset=skipgram) "
+            "reads." if data.tokens else f"model={cfg.model.name} reads token ids, from a text dataset."))
+    if data.vocab is not None:  # word ids: the model sizes its embeddings by the vocabulary
+        model_kw["vocab_size"] = len(data.vocab)
     model = create_model(model_kw.pop("name"), input_shape=data.input_shape, num_outputs=data.num_outputs,
                          **model_kw).to(device)
-    if data.tokens != getattr(model, "takes_tokens", False):
-        raise DlrunError(f"model={cfg.model.name} does not fit dataset={cfg.dataset.name}: "
-                         + ("it gives token ids (text), which model=charlm reads." if data.tokens else
-                            "model=charlm reads token ids, from dataset=text."))
     if tcfg.summary and cfg.logger.console:
         print_summary(model, data.input_shape, console, device)
     set_backends(device, tcfg.get("tf32", False), tcfg.get("cudnn_benchmark", True), tcfg.deterministic)
@@ -197,6 +199,8 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None,
             title = f"{cfg.model.name} on {cfg.dataset.name}: test confusion matrix"
             (plotter or Plotter()).confusion(summary["confusion_matrix"], data.classes,
                                              run_dir / "confusion_matrix.png", title)
+        if data.vocab is not None and hasattr(model, "neighbours"):
+            summary["neighbours"] = _write_embeddings(model, data.vocab, run_dir)
         if task.name == "next_token" and hasattr(model, "sample"):
             summary["sample"] = _write_sample(model, data, run_dir, cfg.seed)
             if cfg.logger.console:
@@ -221,6 +225,21 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None,
     for lg in loggers:
         lg.finish(summary)
     return summary, trainer.history
+
+
+def _write_embeddings(model, vocab: list[str], run_dir: Path, top: int = 10, k: int = 5) -> dict:
+    """embeddings.tsv (a word and its vector per line) and neighbours.txt (the `k` nearest words, by cosine
+    similarity, of the `top` most frequent ones); returns those neighbours for the summary."""
+    vectors = model.centre.weight.detach().float().cpu()
+    lines = [w + "\t" + "\t".join(f"{v:.5g}" for v in vec.tolist()) for w, vec in zip(vocab, vectors)]
+    atomic_write(run_dir / "embeddings.tsv", lambda f: f.write(("\n".join(lines) + "\n").encode()), durable=False)
+    ids = torch.arange(min(top, len(vocab)), device=model.centre.weight.device)
+    sims, near = model.neighbours(ids, min(k, len(vocab) - 1))
+    found = {vocab[i]: [vocab[j] for j in row] for i, row in zip(ids.tolist(), near.tolist())}
+    text = "".join(f"{w}: " + ", ".join(f"{n} ({s:.2f})" for n, s in zip(found[w], srow)) + "\n"
+                   for w, srow in zip(found, sims.tolist()))
+    atomic_write(run_dir / "neighbours.txt", lambda f: f.write(text.encode()), durable=False)
+    return found
 
 
 def _write_sample(model, data, run_dir: Path, seed: int) -> str:

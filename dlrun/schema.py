@@ -136,6 +136,9 @@ class Dataset:
     symbols: int = rng(lambda v: v >= 2, "an integer >= 2")
     path: str
     lowercase: bool
+    window: int = positive_int()
+    negatives: int = positive_int()
+    min_count: int = positive_int()
 
 
 @dataclass

@@ -53,6 +53,8 @@ def model_and_shape(overrides: list[str], console: Console | None = None):
         note = (f"({cfg.dataset.name} is not on this machine, so its known shape is used: "
                 f"{str(exc).splitlines()[0]})")
     model_kw = OmegaConf.to_container(cfg.model, resolve=True)
+    if note == "" and data.vocab is not None:  # word ids: embeddings sized by the vocabulary
+        model_kw["vocab_size"] = len(data.vocab)
     if (cfg.task or model_kw.pop("task", None)) == "reconstruction":  # the model rebuilds its input
         num_outputs = math.prod(input_shape)
     model = create_model(model_kw.pop("name"), input_shape=input_shape, num_outputs=num_outputs, **model_kw)

@@ -82,8 +82,8 @@ def test_charlm_learns_a_repeated_sentence_and_writes_it_on(tmp_path, pangrams):
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["model=charlm"], "model=charlm reads token sequences (dataset=text); this input has shape (1, 8, 8)"),
-    (["dataset=text"], "model=mlp does not fit dataset=text: it gives token ids (text), which model=charlm reads"),
+    (["model=charlm"], "model=charlm does not fit dataset=digits: model=charlm reads token ids, from a text dataset"),
+    (["dataset=text"], "model=mlp does not fit dataset=text: it gives token ids (text), which model=charlm"),
     (["model=charlm", "dataset=text", "dataset.path=/no/such.txt"], "cannot read the text file /no/such.txt"),
     (["model=charlm", "dataset=text", "model.cell=lstn"], "unknown model.cell 'lstn' for model=charlm"),
 ])

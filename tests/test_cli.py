@@ -82,7 +82,7 @@ def test_list_models_and_help_do_not_import_torch():
     lines = proc.stdout.splitlines()
     assert [ln.split()[0] for ln in lines] == ["airbench", "autoencoder", "charlm", "cnn", "gru", "inception", "lenet5",
                                                "lstm", "mlp", "perceptron", "resnet", "rnn", "sequential",
-                                               "transformer", "tv", "vae", "vgg"]
+                                               "transformer", "tv", "vae", "vgg", "word2vec"]
     assert all(len(ln.split(maxsplit=1)) == 2 for ln in lines)  # every name has a description
     assert run_dlrun("list", "optimizers").stdout.split()[0] == "adadelta"
     code = ("import sys; from dlrun import cli\n"

@@ -38,6 +38,7 @@ class DataBundle:
     std: list[float] = field(default_factory=lambda: [1.0])
     classes: list[str] | None = None
     tokens: bool = False  # x holds token ids (text): fed to the model as they are, never normalised
+    vocab: list[str] | None = None  # the words behind the token ids (skipgram), most frequent first
 
     def __post_init__(self):
         shape = (1, -1) + (1,) * (len(self.input_shape) - 1)

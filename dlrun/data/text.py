@@ -19,16 +19,21 @@ from dlrun.registry import register_dataset
 DEFAULT_TEXT = "/usr/share/common-licenses/GPL-3"
 
 
+def read_text(path: str) -> str:
+    """The whole UTF-8 file; a missing or unreadable one is a clear error."""
+    file = Path(os.path.expanduser(str(path)))
+    try:
+        return file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DlrunError(f"cannot read the text file {file} ({exc}). Give a UTF-8 text file with "
+                         "dataset.path=FILE.") from None
+
+
 @register_dataset("text")
 def text(path: str = DEFAULT_TEXT, length: int = 64, val_split: float = 0.1, test_split: float = 0.1,
          lowercase: bool = False) -> DataBundle:
     """Characters of a text file (default: the GPL-3 text every Debian system has), next-character targets."""
-    file = Path(os.path.expanduser(str(path)))
-    try:
-        content = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DlrunError(f"cannot read the text file {file} ({exc}). Give a UTF-8 text file with "
-                         "dataset.path=FILE.") from None
+    content = read_text(path)
     if lowercase:
         content = content.lower()
     vocab = sorted(set(content))
@@ -37,7 +42,7 @@ def text(path: str = DEFAULT_TEXT, length: int = 64, val_split: float = 0.1, tes
     n_windows = (len(codes) - 1) // (length + 1)
     n_test, n_val = round(n_windows * test_split), round(n_windows * val_split)
     if length < 1 or n_windows - n_test - n_val < 1 or n_val < 1 or n_test < 1:
-        raise DlrunError(f"{file} has {len(codes)} characters: too few for windows of dataset.length={length} "
+        raise DlrunError(f"{path} has {len(codes)} characters: too few for windows of dataset.length={length} "
                          "in three splits; use a longer text or a smaller dataset.length.")
     windows = codes[: n_windows * (length + 1)].view(n_windows, length + 1)
     x, y = windows[:, :-1], windows[:, 1:]

@@ -26,9 +26,9 @@ class CharLM(nn.Module):
 
     def __init__(self, input_shape: Sequence[int], num_outputs: int, cell: str = "lstm", embedding: int = 32,
                  hidden: int = 128, layers: int = 1, heads: int = 4, dropout: float = 0.0,
-                 temperature: float = 0.8, sample_length: int = 300):
+                 temperature: float = 0.8, sample_length: int = 300, vocab_size: int | None = None):
         super().__init__()
-        if len(input_shape) != 1:
+        if len(input_shape) != 1 or vocab_size is not None:  # vocab_size comes with word pairs (dataset=skipgram)
             raise DlrunError(f"model=charlm reads token sequences (dataset=text); this input has shape "
                              f"{tuple(input_shape)}.")
         if cell not in (*CELLS, "transformer"):
