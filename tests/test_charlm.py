@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import dlrun
 from conftest import assert_clean_error, read_json, run_dlrun
 from dlrun.data.text import DEFAULT_TEXT, text
+from dlrun.errors import DlrunError
 from dlrun.registry import create_model
 from dlrun.tasks import build_task
 
@@ -81,6 +83,9 @@ def test_charlm_learns_a_repeated_sentence_and_writes_it_on(tmp_path, pangrams):
     assert written[32:] == (PANGRAM * 4)[start + 32: start + 32 + 90]
 
 
+CLI_CASE = ["model=charlm"]
+
+
 @pytest.mark.parametrize("overrides,message", [
     (["model=charlm"], "model=charlm does not fit dataset=digits: model=charlm reads token ids, from a text dataset"),
     (["dataset=text"], "model=mlp does not fit dataset=text: it gives token ids (text), which model=charlm"),
@@ -88,7 +93,13 @@ def test_charlm_learns_a_repeated_sentence_and_writes_it_on(tmp_path, pangrams):
     (["model=charlm", "dataset=text", "model.cell=lstn"], "unknown model.cell 'lstn' for model=charlm"),
 ])
 def test_charlm_mistakes_are_clear_errors(tmp_path, overrides, message):
-    assert_clean_error(run_dlrun(*overrides, "debug=smoke", f"hydra.run.dir={tmp_path}"), 2, message)
+    """The first case through the CLI (exit code 2, the message, no traceback); the rest in-process, cheaper."""
+    if overrides == CLI_CASE:
+        assert_clean_error(run_dlrun(*overrides, "debug=smoke", f"hydra.run.dir={tmp_path}"), 2, message)
+        return
+    with pytest.raises(DlrunError) as err:
+        dlrun.run([*overrides, "debug=smoke", "logger=quiet"], run_dir=str(tmp_path / "run"))
+    assert message in str(err.value)
 
 
 @pytest.mark.slow

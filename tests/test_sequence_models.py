@@ -8,10 +8,12 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+import dlrun
 from conftest import ROOT, assert_clean_error, read_json, run_dlrun
 from dlrun.data.sequences import sequences
 from dlrun.model_summary import count_params, layer_table
 from dlrun.models.transformer import sinusoidal_encoding
+from dlrun.errors import DlrunError
 from dlrun.registry import create_model
 
 SEQUENCE_MODELS = ["rnn", "lstm", "gru", "transformer"]
@@ -138,6 +140,9 @@ def test_gru_reads_digits_row_by_row(tmp_path):
     assert read_json(tmp_path / "summary.json")["test_accuracy"] > 0.85  # 8 steps of 8 pixels; chance 0.1
 
 
+CLI_CASE = ["model=transformer", "model.heads=5"]
+
+
 @pytest.mark.parametrize("overrides,message", [
     (["model=transformer", "model.heads=5"], "model.d_model=64 must be a multiple of model.heads=5"),
     (["model=lstm", "model.pool=first"], "unknown pool 'first' for model=lstm. Choose one of last, mean, max"),
@@ -146,4 +151,10 @@ def test_gru_reads_digits_row_by_row(tmp_path):
     (["dataset=sequences", "dataset.length=1"], "dataset.length=1 is not allowed: an integer >= 2"),
 ])
 def test_sequence_config_mistakes_are_clear_errors(tmp_path, overrides, message):
-    assert_clean_error(run_dlrun(*overrides, "debug=smoke", f"hydra.run.dir={tmp_path}"), 2, message)
+    """The first case through the CLI (exit code 2, the message, no traceback); the rest in-process, cheaper."""
+    if overrides == CLI_CASE:
+        assert_clean_error(run_dlrun(*overrides, "debug=smoke", f"hydra.run.dir={tmp_path}"), 2, message)
+        return
+    with pytest.raises(DlrunError) as err:
+        dlrun.run([*overrides, "debug=smoke", "logger=quiet"], run_dir=str(tmp_path / "run"))
+    assert message in str(err.value)

@@ -10,6 +10,7 @@ import torch
 import dlrun
 from conftest import assert_clean_error, run_dlrun
 from dlrun.data.skipgram import pairs, skipgram, words_of
+from dlrun.errors import DlrunError
 from dlrun.registry import create_model
 
 ANIMALS, FOODS, VEHICLES, PLACES = ["cat", "dog", "horse", "cow"], ["fish", "meat", "grass", "hay"], \
@@ -83,10 +84,19 @@ def test_words_in_the_same_contexts_end_up_neighbours(tmp_path, corpus):
     assert (tmp_path / "run" / "neighbours.txt").read_text().startswith(words[0] + ": ")
 
 
+CLI_CASE = ["model=word2vec"]
+
+
 @pytest.mark.parametrize("overrides,message", [
     (["model=word2vec"], "model=word2vec does not fit dataset=digits: model=word2vec reads token ids"),
     (["model=word2vec", "dataset=text"], "model=word2vec scores (centre, context) word pairs: use it with dataset=skipgram"),
     (["dataset=skipgram"], "model=mlp does not fit dataset=skipgram: it gives token ids"),
 ])
 def test_word2vec_mistakes_are_clear_errors(tmp_path, overrides, message):
-    assert_clean_error(run_dlrun(*overrides, "debug=smoke", f"hydra.run.dir={tmp_path}"), 2, message)
+    """The first case through the CLI (exit code 2, the message, no traceback); the rest in-process, cheaper."""
+    if overrides == CLI_CASE:
+        assert_clean_error(run_dlrun(*overrides, "debug=smoke", f"hydra.run.dir={tmp_path}"), 2, message)
+        return
+    with pytest.raises(DlrunError) as err:
+        dlrun.run([*overrides, "debug=smoke", "logger=quiet"], run_dir=str(tmp_path / "run"))
+    assert message in str(err.value)
