@@ -70,11 +70,9 @@ def test_sampling_is_reproducible_and_greedy_at_temperature_zero():
 
 
 def test_charlm_learns_a_repeated_sentence_and_writes_it_on(tmp_path, pangrams):
-    proc = run_dlrun("model=charlm", "model.hidden=64", "model.temperature=0", "model.sample_length=90",
-                     "dataset=text", f"dataset.path={pangrams}", "dataset.length=32", "trainer.epochs=15",
-                     "optimizer.lr=0.01", "logger=quiet", f"hydra.run.dir={tmp_path / 'run'}")
-    assert proc.returncode == 0, proc.stderr
-    s = read_json(tmp_path / "run" / "summary.json")
+    s = dlrun.run(["model=charlm", "model.hidden=64", "model.temperature=0", "model.sample_length=90", "dataset=text",
+                   f"dataset.path={pangrams}", "dataset.length=32", "trainer.epochs=15", "optimizer.lr=0.01",
+                   "logger=quiet"], run_dir=str(tmp_path / "run"))["summary"]
     assert s["task"] == "next_token" and s["test_perplexity"] < 1.3 and s["test_accuracy"] > 0.95  # 28 letters
     assert s["test_bits_per_token"] == pytest.approx(math.log2(s["test_perplexity"]))
     written = (tmp_path / "run" / "samples.txt").read_text()

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 import dlrun
-from conftest import ROOT, assert_clean_error, read_json, run_dlrun
+from conftest import ROOT, assert_clean_error, run_dlrun
 from dlrun.data.sequences import sequences
 from dlrun.model_summary import count_params, layer_table
 from dlrun.models.transformer import sinusoidal_encoding
@@ -112,12 +112,9 @@ def test_recall_problem_labels_are_the_first_step():
 
 
 # ---- from the command line ---------------------------------------------------------------------------------
-def test_lstm_solves_the_adding_problem_from_the_cli(tmp_path):
-    proc = run_dlrun("model=lstm", "model.hidden=32", "dataset=sequences", "dataset.length=20",
-                     "dataset.n_samples=3000", "optimizer.lr=0.005", "trainer.epochs=20", "logger=quiet",
-                     f"hydra.run.dir={tmp_path}")
-    assert proc.returncode == 0, proc.stderr
-    s = read_json(tmp_path / "summary.json")
+def test_lstm_solves_the_adding_problem(tmp_path):
+    s = dlrun.run(["model=lstm", "model.hidden=32", "dataset=sequences", "dataset.length=20", "dataset.n_samples=3000",
+                   "optimizer.lr=0.005", "trainer.epochs=20", "logger=quiet"], run_dir=str(tmp_path))["summary"]
     assert s["task"] == "regression" and s["loss"] == "mse"
     assert s["test_mse"] < 0.02 < 0.15  # always answering 1 scores 0.167; the LSTM reaches ~0.003
 
@@ -126,18 +123,14 @@ def test_transformer_recalls_the_first_symbol_only_with_positions(tmp_path):
     common = ["model=transformer", "model.d_model=32", "model.layers=1", "model.ff=64", "dataset=sequences",
               "dataset.kind=recall", "dataset.length=20", "dataset.n_samples=2000", "optimizer.lr=0.003",
               "trainer.epochs=5", "logger=quiet"]
-    acc = {}
-    for pos in ("sinusoidal", "none"):
-        proc = run_dlrun(*common, f"model.pos={pos}", f"hydra.run.dir={tmp_path / pos}")
-        assert proc.returncode == 0, proc.stderr
-        acc[pos] = read_json(tmp_path / pos / "summary.json")["test_accuracy"]
+    acc = {pos: dlrun.run([*common, f"model.pos={pos}"], run_dir=str(tmp_path / pos))["summary"]["test_accuracy"]
+           for pos in ("sinusoidal", "none")}  # in-process: the CLI path is the adding test's
     assert acc["sinusoidal"] > 0.95 and acc["none"] < 0.5  # chance is 1/8
 
 
 def test_gru_reads_digits_row_by_row(tmp_path):
-    proc = run_dlrun("model=gru", "model.hidden=64", "trainer.epochs=8", "logger=quiet", f"hydra.run.dir={tmp_path}")
-    assert proc.returncode == 0, proc.stderr
-    assert read_json(tmp_path / "summary.json")["test_accuracy"] > 0.85  # 8 steps of 8 pixels; chance 0.1
+    s = dlrun.run(["model=gru", "model.hidden=64", "trainer.epochs=8", "logger=quiet"], run_dir=str(tmp_path))["summary"]
+    assert s["test_accuracy"] > 0.85  # 8 steps of 8 pixels; chance 0.1
 
 
 CLI_CASE = ["model=transformer", "model.heads=5"]
