@@ -151,3 +151,10 @@ def test_sequence_config_mistakes_are_clear_errors(tmp_path, overrides, message)
     with pytest.raises(DlrunError) as err:
         dlrun.run([*overrides, "debug=smoke", "logger=quiet"], run_dir=str(tmp_path / "run"))
     assert message in str(err.value)
+
+
+@pytest.mark.slow
+def test_the_adding_lstm_recipe_reproduces_its_recorded_result(tmp_path):
+    """experiment=adding_lstm is job 6 of experiments/sequence_models (test MSE 0.000468, seed 0)."""
+    s = dlrun.run(["experiment=adding_lstm", "logger=quiet"], run_dir=str(tmp_path))["summary"]
+    assert s["test_mse"] == pytest.approx(0.000468, rel=0.05)
