@@ -14,7 +14,7 @@ def count_params(model: nn.Module, trainable: bool | None = True) -> int:
 def layer_table(model: nn.Module, input_shape: tuple[int, ...], device="cpu") -> list[tuple[str, str, int]]:
     """(layer name, output shape, parameters) for every leaf module and every module with weights of its own,
     in call order. A module that uses a child's weights without calling it (attention's out_proj) counts
-    them in its own row, so the rows add up to the model's total."""
+    them in its own row, and modules the forward does not call come last, so the rows add up to the total."""
     rows, hooks, counted = [], [], set()
 
     def hook(name):
@@ -29,9 +29,10 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...], device="cpu") ->
                          sum(p.numel() for m in mods for p in m.parameters(recurse=False))))
         return fn
 
-    for name, m in model.named_modules():
-        if not list(m.children()) or list(m.parameters(recurse=False)):
-            hooks.append(m.register_forward_hook(hook(name)))
+    hooked = [(name, m) for name, m in model.named_modules()
+              if not list(m.children()) or list(m.parameters(recurse=False))]
+    for name, m in hooked:
+        hooks.append(m.register_forward_hook(hook(name)))
     was_training = model.training
     model.eval()
     try:
@@ -42,6 +43,12 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...], device="cpu") ->
         model.train(was_training)
         for h in hooks:
             h.remove()
+    for name, m in hooked:  # not called by forward (a GAN's discriminator): listed after, without a shape
+        if m not in counted:
+            mods = [d for d in m.modules() if d not in counted]
+            counted.update(mods)
+            rows.append((f"{name} ({type(m).__name__})", "- (not in forward)",
+                         sum(p.numel() for d in mods for p in d.parameters(recurse=False))))
     return rows
 
 

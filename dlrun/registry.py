@@ -98,7 +98,7 @@ MODELS = Registry("model", ("dlrun.models.mlp", "dlrun.models.cnn", "dlrun.model
                             "dlrun.models.resnet", "dlrun.models.inception", "dlrun.models.airbench",
                             "dlrun.models.sequential", "dlrun.models.tv", "dlrun.models.recurrent",
                             "dlrun.models.transformer", "dlrun.models.autoencoder", "dlrun.models.language",
-                            "dlrun.models.word2vec"), "dlrun.models")
+                            "dlrun.models.word2vec", "dlrun.models.gan"), "dlrun.models")
 DATASETS = Registry("dataset", ("dlrun.data.digits", "dlrun.data.synthetic", "dlrun.data.sequences",
                                  "dlrun.data.text", "dlrun.data.skipgram", "dlrun.data.vision"), "dlrun.datasets")
 OPTIMIZERS = Registry("optimizer", ("dlrun.optim",))

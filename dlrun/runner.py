@@ -118,6 +118,13 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None,
         model_kw["vocab_size"] = len(data.vocab)
     model = create_model(model_kw.pop("name"), input_shape=data.input_shape, num_outputs=data.num_outputs,
                          **model_kw).to(device)
+    if hasattr(model, "train_step"):  # it updates itself: the trainer's own step options do not reach it
+        own = {"trainer.max_grad_norm": tcfg.max_grad_norm, "trainer.clip_value": tcfg.get("clip_value"),
+               "trainer.l1": tcfg.l1, "trainer.l2": tcfg.l2, "trainer.on_nonfinite=skip": tcfg.get("on_nonfinite") == "skip",
+               "trainer.precision": str(tcfg.get("precision", "32")) != "32"}
+        if any(own.values()):
+            raise DlrunError(f"model={cfg.model.name} runs its own update, which does not apply "
+                             f"{', '.join(k for k, v in own.items() if v)}; leave them at their defaults.")
     if tcfg.summary and cfg.logger.console:
         print_summary(model, data.input_shape, console, device)
     set_backends(device, tcfg.get("tf32", False), tcfg.get("cudnn_benchmark", True), tcfg.deterministic)
@@ -205,8 +212,8 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None,
             summary["sample"] = _write_sample(model, data, run_dir, cfg.seed)
             if cfg.logger.console:
                 console.print(f"[bold]sample[/bold] (samples.txt): {summary['sample']}", markup=True, highlight=False)
-        if task.name == "reconstruction" and len(data.input_shape) == 3 and data.input_shape[0] in (1, 3):
-            _draw_reconstructions(plotter or Plotter(), model, outputs, run_dir, f"{cfg.model.name} on {cfg.dataset.name}")
+        if task.name in ("reconstruction", "generation") and len(data.input_shape) == 3 and data.input_shape[0] in (1, 3):
+            _draw_images(plotter or Plotter(), model, outputs, run_dir, task.name, f"{cfg.model.name} on {cfg.dataset.name}")
         if tcfg.get("export_safetensors"):
             export_safetensors(model, run_dir / "model.safetensors", {"dlrun_epoch": str(cb.best_epoch)})
     summary.update(best_epoch=cb.best_epoch, best_monitor=cb.monitor, best_value=cb.best,
@@ -251,11 +258,15 @@ def _write_sample(model, data, run_dir: Path, seed: int) -> str:
     return text
 
 
-def _draw_reconstructions(plotter: Plotter, model, outputs: list, run_dir: Path, title: str, n: int = 8) -> None:
-    """reconstructions.png: the first test images, their reconstructions and, for a model that can
-    `sample` (the VAE), images decoded from the prior."""
+def _draw_images(plotter: Plotter, model, outputs: list, run_dir: Path, task: str, title: str, n: int = 8) -> None:
+    """reconstructions.png: the first test images, their reconstructions and, for a model that can `sample`
+    (the VAE), images decoded from the prior; samples.png (generation): real test images and generated ones."""
     out, target = outputs[0]
-    rows, labels = [target[:n].cpu().tolist(), out[:n].cpu().tolist()], ["input", "rebuilt"]
+    rows = [target[:n].cpu().tolist(), out[:n].cpu().tolist()]
+    if task == "generation":
+        plotter.images(rows, ["real", "generated"], run_dir / "samples.png", f"{title}: real and generated")
+        return
+    labels = ["input", "rebuilt"]
     if hasattr(model, "sample"):
         model.eval()
         rows.append(model.sample(n).float().cpu().tolist())

@@ -155,7 +155,7 @@ class Model:
 
 @dataclass
 class Loss:
-    name: Literal["auto", "cross_entropy", "bce", "mse", "mae", "huber"]
+    name: Literal["auto", "cross_entropy", "bce", "mse", "mae", "huber", "mmd"]
     label_smoothing: float = fraction()
     delta: float = above_0()
 
@@ -184,7 +184,7 @@ class Config:
 
     seed: int
     device: str  # auto | cpu | cuda | cuda:N | mps (torch.device checks it)
-    task: Optional[Literal["multiclass", "binary", "multilabel", "regression", "reconstruction", "next_token"]]
+    task: Optional[Literal["multiclass", "binary", "multilabel", "regression", "reconstruction", "next_token", "generation"]]
     resume: Union[str, int, None]  # a run folder or checkpoint (`resume=1`: a sweep's job folder)
     sweep: Sweep
     model: Model

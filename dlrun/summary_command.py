@@ -55,7 +55,7 @@ def model_and_shape(overrides: list[str], console: Console | None = None):
     model_kw = OmegaConf.to_container(cfg.model, resolve=True)
     if note == "" and data.vocab is not None:  # word ids: embeddings sized by the vocabulary
         model_kw["vocab_size"] = len(data.vocab)
-    if (cfg.task or model_kw.pop("task", None)) == "reconstruction":  # the model rebuilds its input
+    if (cfg.task or model_kw.pop("task", None)) in ("reconstruction", "generation"):  # outputs shaped as inputs
         num_outputs = math.prod(input_shape)
     model = create_model(model_kw.pop("name"), input_shape=input_shape, num_outputs=num_outputs, **model_kw)
     return model, input_shape, num_outputs, note, cfg

@@ -8,6 +8,7 @@
 | regression | real numbers            | linear     | mse, mae, huber               |
 | reconstruction | the input itself    | linear     | mse, mae                      |
 | next_token | the next token, per step | softmax per step | cross_entropy            |
+| generation | real inputs (to compare) | a new input | mmd (evaluation only)         |
 
 Reconstruction (autoencoders) takes the normalised input batch as the target, before augmentation:
 with `dataset.augment=[noise]` the model sees a corrupted input and must return the clean one (denoising).
@@ -23,12 +24,12 @@ from torch import nn
 
 from dlrun.errors import DlrunError
 
-TASKS = ("multiclass", "binary", "multilabel", "regression", "reconstruction", "next_token")
+TASKS = ("multiclass", "binary", "multilabel", "regression", "reconstruction", "next_token", "generation")
 LOSSES = {"multiclass": ("cross_entropy",), "binary": ("bce", "mse"), "multilabel": ("bce",),
           "regression": ("mse", "mae", "huber"), "reconstruction": ("mse", "mae"),
-          "next_token": ("cross_entropy",)}
+          "next_token": ("cross_entropy",), "generation": ("mmd",)}
 OUTPUT = {"multiclass": "softmax", "binary": "sigmoid", "multilabel": "sigmoid", "regression": "linear",
-          "reconstruction": "linear", "next_token": "softmax"}
+          "reconstruction": "linear", "next_token": "softmax", "generation": "linear"}
 
 
 class StepCrossEntropy(nn.CrossEntropyLoss):
@@ -36,6 +37,26 @@ class StepCrossEntropy(nn.CrossEntropyLoss):
 
     def forward(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return super().forward(out.flatten(0, 1), y.flatten())
+
+
+class MMD(nn.Module):
+    """Squared maximum mean discrepancy (Gretton et al. 2012) between two samples, unbiased, with a sum of
+    Gaussian kernels at bandwidths 0.5, 1, 2 and 4 times the square root of the number of features.
+    About 0 when both come from one distribution, larger the more they differ; it needs no trained network."""
+
+    SCALES = (0.5, 1.0, 2.0, 4.0)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        a, b = a.flatten(1).float(), b.flatten(1).float()
+        n, m = len(a), len(b)
+        if n < 2 or m < 2:
+            return torch.zeros((), device=a.device)
+        z = torch.cat([a, b])
+        d2 = torch.cdist(z, z).pow(2)
+        k = sum(torch.exp(-d2 / (2 * (s * s * a.shape[1]))) for s in self.SCALES)
+        kaa, kbb, kab = k[:n, :n], k[n:, n:], k[:n, n:]
+        return ((kaa.sum() - kaa.diagonal().sum()) / (n * (n - 1)) + (kbb.sum() - kbb.diagonal().sum()) / (m * (m - 1))
+                - 2 * kab.mean())
 
 
 @dataclass
@@ -46,11 +67,12 @@ class Task:
 
     @property
     def classification(self) -> bool:
-        return self.name not in ("regression", "reconstruction")
+        return self.name not in ("regression", "reconstruction", "generation")
 
     def target(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """What the output is compared with: the labels, or for reconstruction the (normalised) input."""
-        return x if self.name == "reconstruction" else y
+        """What the output is compared with: the labels, or the (normalised) input itself for reconstruction
+        and for generation (whose outputs are compared as a sample with the real batch)."""
+        return x if self.name in ("reconstruction", "generation") else y
 
     def predict(self, out: torch.Tensor) -> torch.Tensor:
         """Class indices (multiclass), 0/1 (binary, multilabel) or the values themselves (regression)."""
@@ -90,6 +112,8 @@ def build_task(task: str, loss: dict, num_outputs: int) -> Task:
     if name == "cross_entropy" and num_outputs < 2:
         raise DlrunError("loss=cross_entropy on a single output cannot learn (softmax of one value is always 1); "
                          "use task=binary with loss=bce.")
+    if task == "generation":
+        return Task(task, name, MMD())
     if task == "next_token":
         return Task(task, name, StepCrossEntropy(label_smoothing=loss.get("label_smoothing", 0.0)))
     fn = {"cross_entropy": lambda: nn.CrossEntropyLoss(label_smoothing=loss.get("label_smoothing", 0.0)),

@@ -227,6 +227,8 @@ class Trainer:
         """One update: (loss record, outputs), the record NaN when the gradient norm was not finite;
         None when on_nonfinite=skip skipped the step."""
         x = self._input(x)
+        if hasattr(self.model, "train_step"):  # a model with its own update rule (the GAN's two alternating steps)
+            return self._stepped(self.model.train_step(self.augment(x) if self.augment else x, self.optimizer), None)
         y = self.task.target(x, y)  # reconstruction: the clean input, whatever augmentation does to x
         buffers = [b.clone() for b in self.model.buffers()] if self.skip_nonfinite else None
         with self._autocast():
@@ -260,10 +262,14 @@ class Trainer:
             self.scaler.update()
         else:
             self.optimizer.step()
+        return self._stepped(record, out.detach())
+
+    def _stepped(self, record: torch.Tensor, out: torch.Tensor | None):
+        """After an update: the per-step schedule, the step count."""
         if self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
         self.step += 1
-        return record, out.detach()
+        return record, out
 
     def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The task's loss plus the model's own term, if its forward set one (a VAE's KL; Keras' add_loss)."""

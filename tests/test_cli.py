@@ -80,7 +80,7 @@ def test_list_models_and_help_do_not_import_torch():
     proc = run_dlrun("list", "models")
     assert proc.returncode == 0
     lines = proc.stdout.splitlines()
-    assert [ln.split()[0] for ln in lines] == ["airbench", "autoencoder", "charlm", "cnn", "gru", "inception", "lenet5",
+    assert [ln.split()[0] for ln in lines] == ["airbench", "autoencoder", "charlm", "cnn", "gan", "gru", "inception", "lenet5",
                                                "lstm", "mlp", "perceptron", "resnet", "rnn", "sequential",
                                                "transformer", "tv", "vae", "vgg", "word2vec"]
     assert all(len(ln.split(maxsplit=1)) == 2 for ln in lines)  # every name has a description

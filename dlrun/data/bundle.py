@@ -56,7 +56,7 @@ class DataBundle:
         """Shape the targets for `task`: class indices -> a 0/1 column for binary, checks for the rest."""
         if task == self.task:
             return
-        if task == "reconstruction":  # the input is the target; the labels stay for plots and studies
+        if task in ("reconstruction", "generation"):  # the input is the target; labels stay for plots and studies
             self.num_outputs = math.prod(self.input_shape)
         elif task == "binary" and self.task == "multiclass":
             if self.num_outputs != 2:
