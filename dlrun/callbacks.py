@@ -49,6 +49,10 @@ class ModelCheckpoint(Callback, Monitor):
             trainer.save(self.dir / "best.pt")
         trainer.save(self.dir / "last.pt")
 
+    # the best value so far goes into every checkpoint: a resumed run must not take its first epoch for the best
+    state_dict = Monitor.state_dict
+    load_state_dict = Monitor.load_state_dict
+
 
 class EarlyStopping(Callback, Monitor):
     """Stops training when the monitored metric has not improved for `patience` epochs."""

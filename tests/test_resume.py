@@ -74,3 +74,18 @@ def test_a_new_run_never_overwrites_an_existing_run_folder(tmp_path):
     proc = run_dlrun("debug=smoke", "model=cnn", f"hydra.run.dir={run_dir}")
     assert_clean_error(proc, 2, "already holds a run", f"dlrun resume={run_dir}")
     assert {p.name: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_a_resumed_run_remembers_which_epoch_was_best(tmp_path):
+    """A GAN's validation MMD is best at epoch 1 here, then worse: the resumed run must keep epoch 1's best.pt,
+    not take its first epoch after the resume for an improvement (the checkpoints hold the best value so far)."""
+    import dlrun
+
+    common = ["experiment=gan_digits", "optimizer.lr=0.001", "logger=quiet"]
+    full = dlrun.run([*common, "trainer.epochs=4"], run_dir=str(tmp_path / "full"))["summary"]
+    dlrun.run([*common, "trainer.epochs=2"], run_dir=str(tmp_path / "cut"))
+    state = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
+    assert {"best", "best_epoch"} <= set(state["callbacks"][-1])
+    resumed = dlrun.run([f"resume={tmp_path / 'cut'}", "trainer.epochs=4"])["summary"]
+    assert full["best_epoch"] == resumed["best_epoch"] == 1
+    assert resumed["test_loss"] == pytest.approx(full["test_loss"], abs=1e-6)
