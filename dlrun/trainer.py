@@ -68,6 +68,7 @@ class Trainer:
         self.in_memory, self.num_workers, self.config = in_memory, num_workers, config or {}
         self.checkpoint_every_steps, self.clip_value = checkpoint_every_steps, clip_value
         self.skip_nonfinite = on_nonfinite == "skip"
+        self.own_step = hasattr(model, "train_step")  # a model with its own update rule (the GAN's two steps)
         self.augment = augment or None  # per-batch, on the device, training steps only
         self.amp_dtype = AMP_DTYPES[str(precision)]
         self.scaler = torch.amp.GradScaler(device.type) if self.amp_dtype is torch.float16 else None
@@ -227,7 +228,7 @@ class Trainer:
         """One update: (loss record, outputs), the record NaN when the gradient norm was not finite;
         None when on_nonfinite=skip skipped the step."""
         x = self._input(x)
-        if hasattr(self.model, "train_step"):  # a model with its own update rule (the GAN's two alternating steps)
+        if self.own_step:
             return self._stepped(self.model.train_step(self.augment(x) if self.augment else x, self.optimizer), None)
         y = self.task.target(x, y)  # reconstruction: the clean input, whatever augmentation does to x
         buffers = [b.clone() for b in self.model.buffers()] if self.skip_nonfinite else None

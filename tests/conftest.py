@@ -41,6 +41,20 @@ def assert_clean_error(proc, code: int, *fragments: str) -> None:
         assert frag in out, f"{frag!r} not in:\n{out}"
 
 
+def assert_config_mistake(tmp_path: Path, overrides: list[str], message: str, through_cli: bool) -> None:
+    """A mistake in the config refused with `message`: through the CLI (exit code 2, no traceback), or
+    in-process, which is cheaper when the CLI path is already covered."""
+    if through_cli:
+        assert_clean_error(run_dlrun(*overrides, "debug=smoke", f"hydra.run.dir={tmp_path}"), 2, message)
+        return
+    import dlrun
+    from dlrun.errors import DlrunError
+
+    with pytest.raises(DlrunError) as err:
+        dlrun.run([*overrides, "debug=smoke", "logger=quiet"], run_dir=str(tmp_path / "run"))
+    assert message in str(err.value)
+
+
 @pytest.fixture
 def run_dir(tmp_path) -> Path:
     return tmp_path / "run"

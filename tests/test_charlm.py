@@ -9,9 +9,8 @@ import pytest
 import torch
 
 import dlrun
-from conftest import assert_clean_error, read_json, run_dlrun
+from conftest import assert_config_mistake, read_json, run_dlrun
 from dlrun.data.text import DEFAULT_TEXT, text
-from dlrun.errors import DlrunError
 from dlrun.registry import create_model
 from dlrun.tasks import build_task
 
@@ -91,13 +90,7 @@ CLI_CASE = ["model=charlm"]
     (["model=charlm", "dataset=text", "model.cell=lstn"], "unknown model.cell 'lstn' for model=charlm"),
 ])
 def test_charlm_mistakes_are_clear_errors(tmp_path, overrides, message):
-    """The first case through the CLI (exit code 2, the message, no traceback); the rest in-process, cheaper."""
-    if overrides == CLI_CASE:
-        assert_clean_error(run_dlrun(*overrides, "debug=smoke", f"hydra.run.dir={tmp_path}"), 2, message)
-        return
-    with pytest.raises(DlrunError) as err:
-        dlrun.run([*overrides, "debug=smoke", "logger=quiet"], run_dir=str(tmp_path / "run"))
-    assert message in str(err.value)
+    assert_config_mistake(tmp_path, overrides, message, through_cli=overrides == CLI_CASE)
 
 
 @pytest.mark.slow

@@ -8,9 +8,8 @@ import torch
 from omegaconf import OmegaConf
 
 import dlrun
-from conftest import ROOT, assert_clean_error, run_dlrun
+from conftest import ROOT, assert_config_mistake
 from dlrun.data import build_dataset
-from dlrun.errors import DlrunError
 from dlrun.registry import create_model
 from dlrun.tasks import MMD
 
@@ -62,12 +61,7 @@ CLI_CASE = ["model=gan", "trainer.max_grad_norm=1.0"]
     (["model=gan", "loss=mse"], "loss=mse does not fit task=generation"),
 ])
 def test_gan_mistakes_are_clear_errors(tmp_path, overrides, message):
-    if overrides == CLI_CASE:
-        assert_clean_error(run_dlrun(*overrides, "debug=smoke", f"hydra.run.dir={tmp_path}"), 2, message)
-        return
-    with pytest.raises(DlrunError) as err:
-        dlrun.run([*overrides, "debug=smoke", "logger=quiet"], run_dir=str(tmp_path / "run"))
-    assert message in str(err.value)
+    assert_config_mistake(tmp_path, overrides, message, through_cli=overrides == CLI_CASE)
 
 
 def test_the_summary_lists_the_discriminator_that_forward_does_not_call():

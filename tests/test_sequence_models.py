@@ -9,11 +9,10 @@ from omegaconf import OmegaConf
 from torch import nn
 
 import dlrun
-from conftest import ROOT, assert_clean_error, run_dlrun
+from conftest import ROOT, assert_config_mistake
 from dlrun.data.sequences import sequences
 from dlrun.model_summary import count_params, layer_table
 from dlrun.models.transformer import sinusoidal_encoding
-from dlrun.errors import DlrunError
 from dlrun.registry import create_model
 
 SEQUENCE_MODELS = ["rnn", "lstm", "gru", "transformer"]
@@ -144,13 +143,7 @@ CLI_CASE = ["model=transformer", "model.heads=5"]
     (["dataset=sequences", "dataset.length=1"], "dataset.length=1 is not allowed: an integer >= 2"),
 ])
 def test_sequence_config_mistakes_are_clear_errors(tmp_path, overrides, message):
-    """The first case through the CLI (exit code 2, the message, no traceback); the rest in-process, cheaper."""
-    if overrides == CLI_CASE:
-        assert_clean_error(run_dlrun(*overrides, "debug=smoke", f"hydra.run.dir={tmp_path}"), 2, message)
-        return
-    with pytest.raises(DlrunError) as err:
-        dlrun.run([*overrides, "debug=smoke", "logger=quiet"], run_dir=str(tmp_path / "run"))
-    assert message in str(err.value)
+    assert_config_mistake(tmp_path, overrides, message, through_cli=overrides == CLI_CASE)
 
 
 @pytest.mark.slow

@@ -8,9 +8,8 @@ import pytest
 import torch
 
 import dlrun
-from conftest import assert_clean_error, run_dlrun
+from conftest import assert_config_mistake
 from dlrun.data.skipgram import pairs, skipgram, words_of
-from dlrun.errors import DlrunError
 from dlrun.registry import create_model
 
 ANIMALS, FOODS, VEHICLES, PLACES = ["cat", "dog", "horse", "cow"], ["fish", "meat", "grass", "hay"], \
@@ -93,10 +92,4 @@ CLI_CASE = ["model=word2vec"]
     (["dataset=skipgram"], "model=mlp does not fit dataset=skipgram: it gives token ids"),
 ])
 def test_word2vec_mistakes_are_clear_errors(tmp_path, overrides, message):
-    """The first case through the CLI (exit code 2, the message, no traceback); the rest in-process, cheaper."""
-    if overrides == CLI_CASE:
-        assert_clean_error(run_dlrun(*overrides, "debug=smoke", f"hydra.run.dir={tmp_path}"), 2, message)
-        return
-    with pytest.raises(DlrunError) as err:
-        dlrun.run([*overrides, "debug=smoke", "logger=quiet"], run_dir=str(tmp_path / "run"))
-    assert message in str(err.value)
+    assert_config_mistake(tmp_path, overrides, message, through_cli=overrides == CLI_CASE)
