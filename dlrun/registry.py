@@ -114,6 +114,23 @@ REGISTRIES = {"models": MODELS, "datasets": DATASETS, "optimizers": OPTIMIZERS,
               "schedulers": SCHEDULERS, "loggers": LOGGERS}
 
 
+def build_model(model_cfg: dict, input_shape, num_outputs: int, dataset: str, tokens: bool = False,
+                vocab: list[str] | None = None):
+    """A model from its config (`name`, its own keys, and `task`, which is the runner's) for a dataset's shapes.
+    Only models that declare `takes_tokens` read token ids (text), and they read nothing else; a vocabulary
+    (word pairs) sizes their embeddings."""
+    kw = dict(model_cfg)
+    name = kw.pop("name")
+    kw.pop("task", None)
+    if tokens != getattr(MODELS.get(name), "takes_tokens", False):
+        raise DlrunError(f"model={name} does not fit dataset={dataset}: " + (
+            "it gives token ids (text), which model=charlm (dataset=text) or model=word2vec (dataset=skipgram) "
+            "reads." if tokens else f"model={name} reads token ids, from a text dataset."))
+    if vocab is not None:
+        kw["vocab_size"] = len(vocab)
+    return create_model(name, input_shape=input_shape, num_outputs=num_outputs, **kw)
+
+
 def create_model(name: str, **kwargs):
     """Build a registered model by name; bad keyword arguments become a clear error."""
     fn = MODELS.get(name)

@@ -24,7 +24,7 @@ from dlrun.data.augment import Augment, parse_augment
 from dlrun.errors import DlrunError
 from dlrun.model_summary import count_params, print_summary
 from dlrun.optim import build_optimizer, build_scheduler
-from dlrun.registry import LOGGERS, MODELS, create_model
+from dlrun.registry import LOGGERS, build_model
 from dlrun.metrics import test_metrics
 from dlrun.plotter import Plotter
 from dlrun.tasks import build_task
@@ -105,19 +105,11 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None,
     data = build_dataset(cfg.dataset)
     in_memory = cfg.dataset.get("in_memory", True)
     data.to(device, splits=in_memory)
-    data.adapt_to_task(cfg.task or cfg.model.get("task") or data.task)  # a model may need a task (autoencoders)
+    data.adapt_to_task(cfg.task or cfg.model.get("task") or data.task)  # a model may name its task (autoencoders)
     augment = Augment(augment, data.input_shape)
     task = build_task(data.task, cfg.loss, data.num_outputs)
-    model_kw = OmegaConf.to_container(cfg.model, resolve=True)
-    model_kw.pop("task", None)
-    if data.tokens != getattr(MODELS.get(model_kw["name"]), "takes_tokens", False):  # set by text models
-        raise DlrunError(f"model={cfg.model.name} does not fit dataset={cfg.dataset.name}: " + (
-            "it gives token ids (text), which model=charlm (dataset=text) or model=word2vec (dataset=skipgram) "
-            "reads." if data.tokens else f"model={cfg.model.name} reads token ids, from a text dataset."))
-    if data.vocab is not None:  # word ids: the model sizes its embeddings by the vocabulary
-        model_kw["vocab_size"] = len(data.vocab)
-    model = create_model(model_kw.pop("name"), input_shape=data.input_shape, num_outputs=data.num_outputs,
-                         **model_kw).to(device)
+    model = build_model(OmegaConf.to_container(cfg.model, resolve=True), data.input_shape, data.num_outputs,
+                        cfg.dataset.name, data.tokens, data.vocab).to(device)
     if hasattr(model, "train_step"):  # it updates itself: the trainer's own step options do not reach it
         own = {"trainer.max_grad_norm": tcfg.max_grad_norm, "trainer.clip_value": tcfg.get("clip_value"),
                "trainer.l1": tcfg.l1, "trainer.l2": tcfg.l2, "trainer.on_nonfinite=skip": tcfg.get("on_nonfinite") == "skip",

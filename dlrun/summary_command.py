@@ -36,7 +36,8 @@ def model_and_shape(overrides: list[str], console: Console | None = None):
     with initialize_config_dir(CONF_DIR, version_base="1.3", job_name="dlrun"):
         cfg = compose("config", overrides=overrides)
     from dlrun.data import build_dataset
-    from dlrun.registry import create_model
+    from dlrun.registry import build_model
+    from dlrun.tasks import INPUT_TARGET_TASKS
 
     note = ""
     dcfg = cfg.dataset.copy()
@@ -52,12 +53,11 @@ def model_and_shape(overrides: list[str], console: Console | None = None):
         input_shape, num_outputs = KNOWN_SHAPES[cfg.dataset.name]
         note = (f"({cfg.dataset.name} is not on this machine, so its known shape is used: "
                 f"{str(exc).splitlines()[0]})")
-    model_kw = OmegaConf.to_container(cfg.model, resolve=True)
-    if note == "" and data.vocab is not None:  # word ids: embeddings sized by the vocabulary
-        model_kw["vocab_size"] = len(data.vocab)
-    if (cfg.task or model_kw.pop("task", None)) in ("reconstruction", "generation"):  # outputs shaped as inputs
+    if (cfg.task or cfg.model.get("task")) in INPUT_TARGET_TASKS:  # outputs shaped as the inputs
         num_outputs = math.prod(input_shape)
-    model = create_model(model_kw.pop("name"), input_shape=input_shape, num_outputs=num_outputs, **model_kw)
+    known = data if not note else None  # the fallback shapes are images: no tokens, no vocabulary
+    model = build_model(OmegaConf.to_container(cfg.model, resolve=True), input_shape, num_outputs, cfg.dataset.name,
+                        getattr(known, "tokens", False), getattr(known, "vocab", None))
     return model, input_shape, num_outputs, note, cfg
 
 

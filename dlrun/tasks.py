@@ -28,6 +28,7 @@ TASKS = ("multiclass", "binary", "multilabel", "regression", "reconstruction", "
 LOSSES = {"multiclass": ("cross_entropy",), "binary": ("bce", "mse"), "multilabel": ("bce",),
           "regression": ("mse", "mae", "huber"), "reconstruction": ("mse", "mae"),
           "next_token": ("cross_entropy",), "generation": ("mmd",)}
+INPUT_TARGET_TASKS = ("reconstruction", "generation")  # the target is the (normalised) input itself
 OUTPUT = {"multiclass": "softmax", "binary": "sigmoid", "multilabel": "sigmoid", "regression": "linear",
           "reconstruction": "linear", "next_token": "softmax", "generation": "linear"}
 
@@ -67,12 +68,12 @@ class Task:
 
     @property
     def classification(self) -> bool:
-        return self.name not in ("regression", "reconstruction", "generation")
+        return self.name != "regression" and self.name not in INPUT_TARGET_TASKS
 
     def target(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """What the output is compared with: the labels, or the (normalised) input itself for reconstruction
         and for generation (whose outputs are compared as a sample with the real batch)."""
-        return x if self.name in ("reconstruction", "generation") else y
+        return x if self.name in INPUT_TARGET_TASKS else y
 
     def predict(self, out: torch.Tensor) -> torch.Tensor:
         """Class indices (multiclass), 0/1 (binary, multilabel) or the values themselves (regression)."""

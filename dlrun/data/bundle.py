@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlrun.errors import DlrunError
 from dlrun.registry import DATASETS
+from dlrun.tasks import INPUT_TARGET_TASKS
 
 
 @dataclass
@@ -56,7 +57,7 @@ class DataBundle:
         """Shape the targets for `task`: class indices -> a 0/1 column for binary, checks for the rest."""
         if task == self.task:
             return
-        if task in ("reconstruction", "generation"):  # the input is the target; labels stay for plots and studies
+        if task in INPUT_TARGET_TASKS:  # the input is the target; the labels stay for plots and studies
             self.num_outputs = math.prod(self.input_shape)
         elif task == "binary" and self.task == "multiclass":
             if self.num_outputs != 2:
