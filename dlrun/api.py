@@ -4,30 +4,28 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import open_dict
 
-from dlrun.checkpoint import atomic_write
-from dlrun.config import CONF_DIR, check_overrides, guard_run_dir, register_plugin_configs, resume_overrides
+from dlrun import run_folder
+from dlrun.config import compose, guard_run_dir, override_key, override_value, quote, requote
+from dlrun.resume import resume_overrides
 
 
 def run(overrides: list[str], run_dir: str | None = None) -> dict:
     """Compose `overrides` like the CLI, train, and return {"summary", "history", "run_dir"}."""
-    from hydra import compose, initialize_config_dir
-
     from dlrun.runner import train
 
-    register_plugin_configs()
-    overrides = resume_overrides(list(overrides))
-    dirs = [o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir=")]
+    overrides = resume_overrides(requote(list(overrides)))
+    dirs = [override_value(o) for o in overrides if override_key(o) == "hydra.run.dir"]
     run_dir = Path(run_dir or (dirs[-1] if dirs else f"outputs/api/{time.strftime('%Y-%m-%d/%H-%M-%S')}-{time.time_ns() % 10**6:06d}"))
     overrides = [o for o in overrides if not o.startswith("hydra.")]
-    guard_run_dir([f"hydra.run.dir={run_dir}", *overrides])
-    check_overrides(overrides)
-    with initialize_config_dir(CONF_DIR, version_base="1.3", job_name="dlrun"):
-        cfg = compose("config", overrides=overrides)
-    if cfg.resume is None:  # what Hydra writes for a CLI run
-        for name, obj in (("config.yaml", cfg), ("overrides.yaml", OmegaConf.create(overrides))):
-            text = OmegaConf.to_yaml(obj)
-            atomic_write(run_dir / ".hydra" / name, lambda f, t=text: f.write(t.encode()))
-    summary, history = train(cfg, run_dir)
+    guard_run_dir([f"hydra.run.dir={quote(str(run_dir))}", *overrides])
+    cfg = compose(overrides)
+    with open_dict(cfg):
+        del cfg["hydra"]  # Hydra's own settings: not part of the run's config
+    run_folder.lock(run_dir)
+    try:
+        summary, history = train(cfg, run_dir, overrides=overrides)
+    finally:
+        run_folder.unlock(run_dir)  # a notebook goes on after the run
     return {"summary": summary, "history": history, "run_dir": str(run_dir)}

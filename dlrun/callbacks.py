@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from dlrun.run_folder import log
+
 
 def mode_for(metric: str) -> str:
     """'min' for losses and errors, 'max' for accuracy-like metrics."""
@@ -47,6 +49,7 @@ class ModelCheckpoint(Callback, Monitor):
         if self.improved(value):
             self.best, self.best_epoch = value, logs["epoch"]
             trainer.save(self.dir / "best.pt")
+            log.info("saved checkpoints/best.pt (epoch %d, %s=%.6g)", logs["epoch"], self.monitor, value)
         trainer.save(self.dir / "last.pt")
 
     # the best value so far goes into every checkpoint: a resumed run must not take its first epoch for the best
@@ -96,3 +99,14 @@ class LoggerCallback(Callback):
     def on_fit_end(self, trainer, summary: dict) -> None:
         for lg in self.loggers:
             lg.finish(summary)
+
+
+class RunLogCallback(Callback):
+    """Each epoch's metrics as one line of the run's log file (RUN/dlrun.log)."""
+
+    def on_fit_start(self, trainer) -> None:
+        log.info("training: epochs %d..%d", trainer.epoch + 1, trainer.epochs)
+
+    def on_epoch_end(self, trainer, logs: dict) -> None:
+        log.info("epoch %d: %s", logs["epoch"], " ".join(
+            f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items() if k != "epoch"))

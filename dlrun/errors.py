@@ -1,9 +1,14 @@
-"""The one exception users see: a message that says what to do, printed without a traceback
+"""The one exception users see: a message that says what to do, printed on one line without a traceback
 (HYDRA_FULL_ERROR=1 shows it)."""
 from __future__ import annotations
 
 import difflib
+import os
+import sys
+import traceback
 from typing import Iterable
+
+TRACEBACKS_ENV = "DLRUN_TRACEBACKS"  # the user's HYDRA_FULL_ERROR, kept while dlrun sets that one for Hydra
 
 
 class DlrunError(Exception):
@@ -27,3 +32,32 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     if not close:
         return ""
     return " Did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+
+
+def tracebacks_wanted() -> bool:
+    """Whether the user asked for tracebacks (HYDRA_FULL_ERROR=1 on the command line)."""
+    return os.environ.get(TRACEBACKS_ENV, os.environ.get("HYDRA_FULL_ERROR")) == "1"
+
+
+def print_error(message: str) -> None:
+    """`error: MESSAGE` on stderr, in red on a terminal."""
+    from rich.console import Console
+    from rich.text import Text
+
+    Console(stderr=True, soft_wrap=True).print(Text("error: ", style="bold red") + Text(message))
+
+
+def print_warning(message: str) -> None:
+    """`warning: MESSAGE` on stderr, in yellow on a terminal."""
+    from rich.console import Console
+    from rich.text import Text
+
+    Console(stderr=True, soft_wrap=True).print(Text("warning: ", style="bold yellow") + Text(message))
+
+
+def report_error(exc: DlrunError) -> int:
+    """Print a user error (with its traceback first when asked for); returns its exit code."""
+    if tracebacks_wanted():
+        traceback.print_exception(exc, file=sys.stderr)
+    print_error(str(exc))
+    return exc.exit_code

@@ -2,23 +2,41 @@
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import json
 import os
+import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from dlrun.checkpoint import atomic_write
 from dlrun.errors import DlrunError
 from dlrun.registry import register_logger
 
 
+PROGRESS_EVERY_ENV = "DLRUN_PROGRESS_EVERY"  # seconds between plain progress lines when not on a terminal
+
+
 def interactive(console: Console) -> bool:
     """Live progress bars only on a real terminal and outside CI; plain lines otherwise."""
     return console.is_terminal and not os.environ.get("CI")
+
+
+def job_label() -> str:
+    """'[job N] ' inside job N of a multirun (`dlrun -m`), so that parallel jobs' lines can be told apart;
+    '' otherwise."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return ""
+    hc = HydraConfig.get()
+    return f"[job {hc.job.num}] " if hc.mode == RunMode.MULTIRUN else ""
 
 
 class Logger:
@@ -78,33 +96,45 @@ def _fmt(v) -> str:
 
 @register_logger("console")
 class ConsoleLogger(Logger):
-    """a row per epoch and a final summary table on the terminal"""
+    """a row per epoch (within 80 columns; each prefixed with '[job N]' in a multirun) and a final summary
+    table on the terminal"""
 
-    COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_time")
+    COLUMNS = {"epoch": "epoch", "train_loss": "train_loss", "train_accuracy": "train_acc", "val_loss": "val_loss",
+               "val_accuracy": "val_acc", "lr": "lr", "epoch_time": "time_s"}  # row key -> header
 
     def __init__(self, run_dir: Path, console: Console | None = None):
         self.console = console or Console()
         self.header_done = False
+        self.label = job_label()
+
+    def _line(self, cells: list[str], widths: list[int], **style) -> None:
+        # soft_wrap: never folded at rich's 80 columns in a pipe (a terminal folds what does not fit)
+        self.console.print(self.label + " ".join(f"{c:>{w}}" for c, w in zip(cells, widths)), highlight=False,
+                           markup=False, soft_wrap=True, **style)
 
     def start(self, history):
         if history:
-            self.console.print(f"resuming after epoch {history[-1]['epoch']}")
+            self.console.print(f"{self.label}resuming after epoch {history[-1]['epoch']}", highlight=False,
+                               markup=False)
 
     def log_epoch(self, row):
         cols = [c for c in self.COLUMNS if c in row]
-        widths = [max(len(c), 8) for c in cols]
+        widths = [5 if c == "epoch" else max(len(self.COLUMNS[c]), 9) for c in cols]
         if not self.header_done:
-            self.console.print("  ".join(f"{c:>{w}}" for c, w in zip(cols, widths)), style="bold", highlight=False)
+            self._line([self.COLUMNS[c] for c in cols], widths, style="bold")
             self.header_done = True
-        self.console.print("  ".join(f"{_fmt(row[c]):>{w}}" for c, w in zip(cols, widths)), highlight=False)
+        self._line([_fmt(row[c]) for c in cols], widths)
 
     def finish(self, summary):
-        table = Table(title=f"dlrun: {summary.get('status')}", show_header=False)
+        from dlrun.report import print_table
+
+        title = Text(f"{self.label}dlrun: {summary.get('status')}")  # Text: '[job 3]' is no markup
+        table = Table(title=title, show_header=False)
         for key in ("model", "dataset", "epochs_completed", "best_epoch", "params", "test_loss",
                     "test_accuracy", "wall_time", "run_dir"):
             if summary.get(key) is not None:
                 table.add_row(key, _fmt(summary[key]))
-        self.console.print(table)
+        print_table(table, console=self.console)
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -197,25 +227,67 @@ class TensorBoardLogger(Logger):
             self.writer.add_scalar(key, value, step)
 
 
-class EpochProgress:
-    """A transient rich progress bar over one epoch's steps; silent when not interactive."""
+def _clock(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=round(seconds)))
 
-    def __init__(self, console: Console):
+
+def _seconds(text: str) -> float:
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        raise DlrunError(f"{PROGRESS_EVERY_ENV}={text!r}: give the seconds between progress lines, e.g. 30") from None
+
+
+class EpochProgress:
+    """Progress over one epoch's steps: a transient rich bar with the time left on a terminal; elsewhere (a
+    pipe, CI) a plain line every `every` seconds (default: $DLRUN_PROGRESS_EVERY, else 30), so that a log
+    shows a long epoch advancing."""
+
+    def __init__(self, console: Console, every: float | None = None):
         self.console, self.enabled = console, interactive(console)
+        self.every = every if every is not None else _seconds(os.environ.get(PROGRESS_EVERY_ENV) or "30")
+        self.label = job_label()
         self.progress, self.task = None, None
+        self.epoch, self.total, self.first, self.started, self.last_line = 0, 0, 0, 0.0, 0.0
+
+    @property
+    def live(self) -> bool:
+        """Whether a bar is on screen now."""
+        return self.progress is not None
 
     def start(self, epoch: int, total: int, done: int = 0):
+        self.epoch, self.total, self.first = epoch, total, done
+        self.started = self.last_line = time.monotonic()
         if not self.enabled:
             return
-        self.progress = Progress(TextColumn(f"epoch {epoch}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(),
-                                 console=self.console, transient=True)
+        self.progress = Progress(TextColumn(f"{self.label}epoch {epoch}", markup=False), BarColumn(),
+                                 MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(),
+                                 TextColumn("eta"), TimeRemainingColumn(), console=self.console, transient=True)
         self.progress.start()
         self.task = self.progress.add_task("train", total=total, completed=done, loss="-")
 
     def update(self, completed: int, loss: float | None = None):
         if self.progress is not None:
             self.progress.update(self.task, completed=completed, loss=f"{loss:.4f}" if loss is not None else "-")
+            return
+        now = time.monotonic()
+        if self.enabled or now - self.last_line < self.every or completed >= self.total:
+            return  # the epoch's own line follows at its end
+        self.last_line, elapsed = now, now - self.started
+        rate = (completed - self.first) / elapsed if elapsed > 0 else 0
+        eta = f", eta {_clock((self.total - completed) / rate)}" if rate > 0 else ""
+        loss_text = f", loss {loss:.4f}" if loss is not None else ""
+        self.console.print(f"{self.label}epoch {self.epoch}: step {completed}/{self.total} "
+                           f"({100 * completed // max(self.total, 1)}%){loss_text}, {_clock(elapsed)} elapsed{eta}",
+                           highlight=False, markup=False, soft_wrap=True)
+
+    def interrupt_notice(self, text: str) -> bool:
+        """For a signal handler: print `text` on a line of its own above the live bar and return True;
+        return False, printing nothing, when no bar is on screen (the caller writes it as usual)."""
+        if self.progress is None:
+            return False
+        self.progress.console.print(text.rstrip("\n"), highlight=False, markup=False, soft_wrap=True)
+        return True
 
     def stop(self):
         if self.progress is not None:

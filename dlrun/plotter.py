@@ -9,7 +9,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
+
+
+DPI = 100
+MIN_SIZE = (5.0, 4.0)  # inches: every PNG dlrun draws is at least 500 x 400 pixels
+EM = 0.6  # a character's width in DejaVu Sans, roughly, in units of the font size
 
 
 def pyplot():
@@ -22,34 +28,73 @@ def pyplot():
     return plt
 
 
-def draw_confusion(cm: list[list[int]], classes: list[str] | None, path: str, title: str = "") -> None:
-    """Counts as a heat map with the number in each cell; rows are true classes, columns predictions."""
+def text_width(text: str, fontsize: float) -> float:
+    """About how many inches `text`'s longest line takes at `fontsize` points."""
+    return max((len(line) for line in str(text).splitlines()), default=0) * EM * fontsize / 72
+
+
+def wrap(text: str, width: float, fontsize: float) -> str:
+    """`text` broken into lines that fit `width` inches at `fontsize` points (long words are split too)."""
+    chars = max(8, int(width * 72 / (EM * fontsize)))
+    return "\n".join(line for part in str(text).splitlines()
+                     for line in textwrap.wrap(part, chars, break_long_words=True) or [""])
+
+
+def save(fig, path) -> None:
+    fig.savefig(path, dpi=DPI)
+    pyplot().close(fig)
+
+
+def confusion_figure(cm: list[list[int]], classes: list[str] | None, title: str = ""):
+    """Counts as a heat map, rows true classes, columns predictions; the count in each cell up to 30
+    classes, a colour bar beyond. Cells and fonts shrink with the class count; the figure grows with
+    the class names, so titles and labels stay whole from 2 to 100+ classes."""
     plt = pyplot()
     k = len(cm)
     top = max(max(row) for row in cm)
-    labels = classes if classes and len(classes) == k else [str(i) for i in range(k)]
-    fig, ax = plt.subplots(figsize=(1.0 + 0.5 * k, 0.8 + 0.5 * k))
-    ax.imshow(cm, cmap="Blues")
-    for i in range(k):
-        for j in range(k):
-            ax.text(j, i, int(cm[i][j]), ha="center", va="center", fontsize=7,
-                    color="white" if cm[i][j] > top / 2 else "black")
-    ax.set(xticks=range(k), yticks=range(k), xlabel="predicted", ylabel="true", title=title)
-    ax.set_xticklabels(labels, rotation=90, fontsize=7)
-    ax.set_yticklabels(labels, fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    labels = [str(c) for c in classes] if classes and len(classes) == k else [str(i) for i in range(k)]
+    cell = min(0.5, max(0.15, 8 / k))  # inches per cell
+    font = min(9.0, 0.6 * cell * 72)  # tick labels as tall as about 60% of a cell
+    numbers = k <= 30
+    names = text_width(max(labels, key=len), font)
+    width = max(MIN_SIZE[0], k * cell + names + (0.8 if numbers else 1.6))  # + axis label (+ colour bar)
+    title = wrap(title, width - 0.3, 10)
+    height = max(MIN_SIZE[1], k * cell + names + 0.8 + 0.25 * (title.count("\n") + 1))
+    fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
+    image = ax.imshow(cm, cmap="Blues")
+    if numbers:
+        shown = max(cell, (min(width, height) - names - 1.2) / k)  # a few classes get large cells: large digits
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, int(cm[i][j]), ha="center", va="center", fontsize=min(12.0, 0.3 * shown * 72),
+                        color="white" if cm[i][j] > top / 2 else "black")
+    else:
+        fig.colorbar(image, ax=ax, shrink=0.6).ax.tick_params(labelsize=8)
+    ax.set(xticks=range(k), yticks=range(k))
+    ax.set_xlabel("predicted", fontsize=9)
+    ax.set_ylabel("true", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    ax.set_xticklabels(labels, rotation=90, fontsize=font)
+    ax.set_yticklabels(labels, fontsize=font)
+    return fig
 
 
-def draw_images(rows: list[list], labels: list[str], path: str, title: str = "") -> None:
+def draw_confusion(cm: list[list[int]], classes: list[str] | None, path: str, title: str = "") -> None:
+    """`confusion_figure` as a PNG at `path`."""
+    save(confusion_figure(cm, classes, title), path)
+
+
+def images_figure(rows: list[list], labels: list[str], title: str = ""):
     """A grid of images, one row per entry of `rows` (each a list of (C, H, W) nested lists, C = 1 or 3),
     each row named by `labels`; every image is scaled to its own min..max for display."""
     import numpy as np
 
     plt = pyplot()
     n = max(len(r) for r in rows)
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.1 * n + 0.8, 1.2 * len(rows) + 0.5), squeeze=False)
+    width = max(MIN_SIZE[0], 1.1 * n + 0.8)
+    title = wrap(title, width - 0.3, 10)
+    height = max(MIN_SIZE[1], 1.2 * len(rows) + 0.3 + 0.25 * (title.count("\n") + 1))
+    fig, axes = plt.subplots(len(rows), n, figsize=(width, height), squeeze=False, layout="constrained")
     for r, (row, label) in enumerate(zip(rows, labels)):
         for c in range(n):
             ax = axes[r][c]
@@ -59,11 +104,14 @@ def draw_images(rows: list[list], labels: list[str], path: str, title: str = "")
                 img = np.asarray(row[c], dtype=float).transpose(1, 2, 0)
                 img = (img - img.min()) / max(img.max() - img.min(), 1e-12)
                 ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray")
-        axes[r][0].set_ylabel(label, fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        axes[r][0].set_ylabel(wrap(label, 1.1, 8), fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def draw_images(rows: list[list], labels: list[str], path: str, title: str = "") -> None:
+    """`images_figure` as a PNG at `path`."""
+    save(images_figure(rows, labels, title), path)
 
 
 DRAW = {"confusion": draw_confusion, "images": draw_images}

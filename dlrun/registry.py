@@ -16,7 +16,6 @@ import fnmatch
 import importlib
 import warnings
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any, Callable
 
 from dlrun.errors import DlrunError, did_you_mean
@@ -62,7 +61,9 @@ class Registry:
         for mod in self.builtin_modules:
             importlib.import_module(mod)
         if self.entry_point_group:
-            for ep in entry_points(group=self.entry_point_group):
+            from dlrun import plugins
+
+            for ep in plugins.entries(self.kind).values():  # a plugin named like a built-in is warned about there
                 if ep.name.lower() in self._entries:
                     continue
                 try:
@@ -136,7 +137,7 @@ def create_model(name: str, **kwargs):
     fn = MODELS.get(name)
     try:
         return fn(**kwargs)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # a missing or mistyped argument, e.g. model.hidden=[a,b]
         raise DlrunError(f"model '{name}' could not be built: {exc}") from exc
 
 

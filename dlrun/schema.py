@@ -4,7 +4,9 @@ One dataclass per group. A field's annotation is its type; `rng(check, allowed)`
 (applied to values of the right type, never to null) and the words a refusal shows. The values
 themselves live in conf/*.yaml: the schemas hold no defaults. A key that a group's schema lacks is
 refused unless the group takes extra keys (`EXTRA_KEYS`: model and dataset, whose plugins bring their
-own keys, checked against the builder's signature) or the command line added it (`+KEY=VALUE`).
+own keys, checked against the builder's signature) or the command line added it (`+KEY=VALUE`). Every key
+of a schema must be present (`~trainer.epochs` is refused), except in the groups whose options differ in
+their keys, which list the keys they all need in `REQUIRED`.
 Nothing here imports torch.
 """
 from __future__ import annotations
@@ -78,6 +80,8 @@ class Trainer:
 class Optimizer:
     """The keys of the built-in optimizers (torch.optim's arguments); others go in with +optimizer.KEY=VALUE."""
 
+    REQUIRED: ClassVar[tuple] = ("name", "lr")
+
     name: str
     lr: float = above_0()
     weight_decay: float = at_least_0()
@@ -97,6 +101,7 @@ class Optimizer:
 
 @dataclass
 class Scheduler:
+    REQUIRED: ClassVar[tuple] = ("name",)
     name: str
     interval: Literal["epoch", "step"]
     gamma: float = above_0()
@@ -114,6 +119,7 @@ class Dataset:
     """The keys of the built-in datasets; a plugin dataset's own keys pass (its builder checks them)."""
 
     EXTRA_KEYS: ClassVar[bool] = True
+    REQUIRED: ClassVar[tuple] = ("name",)
     name: str
     root: Optional[str]
     download: bool
@@ -135,6 +141,7 @@ class Dataset:
     length: int = rng(lambda v: v >= 2, "an integer >= 2")
     symbols: int = rng(lambda v: v >= 2, "an integer >= 2")
     path: str
+    max_mb: float = above_0()
     lowercase: bool
     window: int = positive_int()
     negatives: int = positive_int()
@@ -146,6 +153,7 @@ class Model:
     """The keys models share; each model's own keys pass (checked against its signature when it is built)."""
 
     EXTRA_KEYS: ClassVar[bool] = True
+    REQUIRED: ClassVar[tuple] = ("name",)
     name: str
     dropout: float = fraction()
     init: str
@@ -155,6 +163,7 @@ class Model:
 
 @dataclass
 class Loss:
+    REQUIRED: ClassVar[tuple] = ("name",)
     name: Literal["auto", "cross_entropy", "bce", "mse", "mae", "huber", "mmd"]
     label_smoothing: float = fraction()
     delta: float = above_0()
@@ -182,7 +191,7 @@ class Sweep:
 class Config:
     """The root: the groups and the top-level keys."""
 
-    seed: int
+    seed: int = rng(lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)")
     device: str  # auto | cpu | cuda | cuda:N | mps (torch.device checks it)
     task: Optional[Literal["multiclass", "binary", "multilabel", "regression", "reconstruction", "next_token", "generation"]]
     resume: Union[str, int, None]  # a run folder or checkpoint (`resume=1`: a sweep's job folder)

@@ -25,16 +25,11 @@ KNOWN_SHAPES = {
 
 def model_and_shape(overrides: list[str], console: Console | None = None):
     """Compose the config like `dlrun OVERRIDES` would, then build (model, input_shape, num_outputs, note)."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf, open_dict
 
-    from dlrun.config import CONF_DIR, check_overrides, register_plugin_configs
+    from dlrun.config import compose
 
-    register_plugin_configs()
-    if overrides:
-        check_overrides(overrides)
-    with initialize_config_dir(CONF_DIR, version_base="1.3", job_name="dlrun"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose(overrides)
     from dlrun.data import build_dataset
     from dlrun.registry import build_model
     from dlrun.tasks import INPUT_TARGET_TASKS
@@ -62,7 +57,7 @@ def model_and_shape(overrides: list[str], console: Console | None = None):
 
 
 def summary_command(overrides: list[str]) -> int:
-    from dlrun.cli import report_error
+    from dlrun.errors import report_error
 
     if any(a in ("-h", "--help") for a in overrides):
         print("Usage: dlrun summary [GROUP=OPTION ...] [KEY=VALUE ...]\n"

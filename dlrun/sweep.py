@@ -160,8 +160,7 @@ def sweep_job(cfg, hc) -> dict | None:
     """One job of `dlrun -m`: skip, resume, redo or run it; append its ledger line; report a failure at once.
 
     Returns the job's summary (the earlier one for a skipped job), e.g. for a sweeper that optimises it."""
-    from dlrun.cli import print_error
-    from dlrun.errors import DlrunError
+    from dlrun.errors import DlrunError, print_error
 
     run_dir, sweep_dir = Path(hc.runtime.output_dir), Path(hc.runtime.cwd, hc.sweep.dir)  # cwd: chdir=true
     STATE["dir"] = Path(hc.sweep.dir)
@@ -202,12 +201,16 @@ def sweep_job(cfg, hc) -> dict | None:
     start, summary, error, code = time.perf_counter(), None, None, 0
     try:  # the launch checked its first job; each job's config files are checked here (e.g. experiment=a,b)
         validate(cfg, added={o.split("=", 1)[0].lstrip("+") for o in overrides if o.startswith("+")})
-        summary, _ = train(cfg, run_dir)
+        summary, _ = train(cfg, run_dir, overrides=overrides, sweep_job=True)
         code = exit_code(summary)
     except DlrunError as exc:  # a non-finite loss is one
         error, code, trace = str(exc), exc.exit_code, str(exc)
     except Exception as exc:  # any other error fails this job only
         error, code, trace = f"{type(exc).__name__}: {exc}", 1, traceback.format_exc()
+    finally:
+        from dlrun import run_folder
+
+        run_folder.unlock(run_dir)  # the next job of this process has its own folder
     summary = summary or read_summary(run_dir)
     status = "failed" if error else summary["status"]
     append_ledger(sweep_dir, {**entry, "status": status, "metrics": final_metrics(summary),
@@ -222,6 +225,32 @@ def sweep_job(cfg, hc) -> dict | None:
         if policy == "stop" and str(hc.launcher.get("_target_", "")).endswith("BasicLauncher"):
             raise SweepStopped(hc.job.num)  # other launchers: their later jobs see the failure in the ledger
     return summary
+
+
+def workers_died(exc: BaseException, planned: list[list[str]] | None) -> bool:
+    """A launcher's worker process was killed (joblib/loky's TerminatedWorkerError): every job of this launch
+    that had started and has no ledger line yet is recorded as failed (killed), so the table shows it and a
+    re-run redoes it (or resumes it from its last checkpoint). False for any other error."""
+    from dlrun.errors import print_error
+
+    if type(exc).__name__ != "TerminatedWorkerError":
+        return False
+    sweep_dir, launch = _sweep_dir(), os.environ.get(RUN_ID_ENV)
+    if sweep_dir is None:
+        return False
+    done = {e["job"] for e in read_ledger(sweep_dir) if e.get("launch") == launch}
+    folders = _job_folders(sweep_dir)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    for num, ov in enumerate(planned or []):
+        folder = folders.get(job_key(ov))
+        if num in done or folder is None:
+            continue  # finished, or never started: "not run" in the table
+        error = f"killed: the worker process running it died ({first})"
+        append_ledger(sweep_dir, {"job": num, "dir": folder.name, "overrides": list(ov), "launch": launch,
+                                  "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "status": "failed",
+                                  "metrics": final_metrics(read_summary(folder)), "wall_time": None, "error": error})
+        print_error(f"job {num} failed ({' '.join(ov)}): {error}")
+    return True
 
 
 # ---- the end of a launch: one table of every job -----------------------------------------------------
@@ -248,10 +277,16 @@ def _sweep_dir() -> Path | None:
     return None
 
 
-def _varying(rows: list[list[str]]) -> list[list[str]]:
-    """Each job's overrides, less those every job shares."""
-    common = set.intersection(*(set(r) for r in rows)) if len(rows) > 1 else set()
-    return [[o for o in r if o not in common] for r in rows]
+def _table_row(entry: dict, with_folder: bool) -> dict:
+    """A ledger entry as a row of the final table: its best validation value and test metric under their
+    own names (best_val_loss, test_accuracy), epochs, wall time."""
+    m = entry.get("metrics") or {}
+    best = {k: v for k, v in m.items() if k.startswith("best_") and k != "best_epoch" and v is not None}
+    test = next(({k: m[k]} for k in ("test_accuracy", "test_loss") if m.get(k) is not None), {})
+    wall = entry.get("wall_time")
+    return {"job": entry["job"], **({"folder": entry.get("dir", "")} if with_folder else {}),
+            "status": entry["status"], **best, **test, "epochs": m.get("epochs"),
+            "time (s)": f"{wall:.1f}" if wall is not None else None}
 
 
 def finish(argv: list[str], planned: list[list[str]] | None, stopped: str | None) -> int | None:
@@ -260,10 +295,8 @@ def finish(argv: list[str], planned: list[list[str]] | None, stopped: str | None
 
     `stopped` says why the launch ended early ("stop": sweep.on_failure=stop, "signal"); the planned
     jobs that never started are then listed as "not run"."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from dlrun.cli import print_error
+    from dlrun.errors import print_error
+    from dlrun.report import overrides_dict, print_runs
 
     sweep_dir = _sweep_dir()
     if sweep_dir is None:
@@ -276,19 +309,9 @@ def finish(argv: list[str], planned: list[list[str]] | None, stopped: str | None
     if not jobs:
         return None
     rows = [jobs[n] for n in sorted(jobs)]
-    table = Table(title=f"sweep {sweep_dir}: {len(rows)} jobs")
-    for col in ("job", "folder", "overrides", "status", "best val", "test", "epochs", "time (s)"):
-        table.add_column(col, justify="right" if col in ("job", "epochs", "time (s)") else "left")
-    colour = {"completed": "green", "skipped": "green", "failed": "red", "interrupted": "yellow"}
-    for e, ov in zip(rows, _varying([e["overrides"] for e in rows])):
-        m = e.get("metrics") or {}
-        best = next(((k[5:], v) for k, v in m.items() if k.startswith("best_") and k != "best_epoch"), None)
-        test = next(((k, m[k]) for k in ("test_accuracy", "test_loss") if m.get(k) is not None), None)
-        table.add_row(str(e["job"]), e.get("dir", ""), " ".join(ov), f"[{colour.get(e['status'], 'dim')}]{e['status']}",
-                      f"{best[0]} {best[1]:.4f}" if best and best[1] is not None else "",
-                      f"{test[0][5:]} {test[1]:.4f}" if test else "", str(m.get("epochs") or ""),
-                      f"{e['wall_time']:.1f}" if e.get("wall_time") is not None else "")
-    Console().print(table)
+    with_folder = any(e.get("dir") not in ("", str(e["job"])) for e in rows)  # e.g. a skipped job's earlier folder
+    print_runs(f"sweep {sweep_dir}: {len(rows)} jobs", [_table_row(e, with_folder) for e in rows],
+               [overrides_dict(e["overrides"]) for e in rows])
     bad = [e for e in rows if e["status"] not in FINE]
     failed = [e for e in rows if e["status"] == "failed"]
     if failed:

@@ -332,7 +332,7 @@ class Trainer:
             "epoch": self.epoch, "step": self.step, "epoch_step": self.epoch_step,
             "partial": {**self._partial, "records": _move(self._partial["records"], "cpu")},
             "history": self.history,
-            "callbacks": [cb.state_dict() for cb in self.callbacks],
+            "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
             "rng": rng_state(),
             "config": self.config,
         }
@@ -347,8 +347,12 @@ class Trainer:
         self.epoch, self.step, self.epoch_step = state["epoch"], state["step"], state["epoch_step"]
         self._partial = {**state["partial"], "records": _move(state["partial"]["records"], self.device)}
         self.history = list(state["history"])
-        for cb, cb_state in zip(self.callbacks, state["callbacks"]):
-            cb.load_state_dict(cb_state)
+        saved = state["callbacks"]  # by class name: a resume may turn early stopping on or off
+        if isinstance(saved, list):  # checkpoints of dlrun <= 0.1.0: in the order of the callbacks
+            saved = {type(cb).__name__: st for cb, st in zip(self.callbacks, saved)}
+        for cb in self.callbacks:
+            if type(cb).__name__ in saved:
+                cb.load_state_dict(saved[type(cb).__name__])
         set_rng_state(state["rng"])
         self._last_saved = (self.epoch, self.epoch_step)
 
@@ -394,8 +398,10 @@ class Trainer:
                         raise KeyboardInterrupt
                     return
                 trainer._signal = signum
-                os.write(2, f"{signal.Signals(signum).name} received: finishing the current step and saving "
-                            "(Ctrl-C again aborts at once)\n".encode())
+                notice = (f"{signal.Signals(signum).name} received: finishing the current step and saving "
+                          "(Ctrl-C again aborts at once)\n")
+                if not (trainer.progress and trainer.progress.interrupt_notice(notice)):  # a live bar: on a line of its own
+                    os.write(2, notice.encode())
 
             def __exit__(self, *exc):
                 for sig, old in self.old.items():

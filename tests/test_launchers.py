@@ -111,3 +111,53 @@ def test_slurm_sweep_on_a_fake_cluster(tmp_path):
     assert "#SBATCH --signal=TERM@120" in (tmp_path / "sbatch.sh").read_text()
     for job in ("0", "1"):
         assert read_json(sweep / job / "summary.json")["status"] == "completed"
+
+
+def _lock_holder(lock) -> int | None:
+    """The pid holding a run folder's lock (the kernel's table), or None."""
+    import pathlib
+
+    inode = os.stat(lock).st_ino
+    for line in pathlib.Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "FLOCK" in fields and fields[-3].rsplit(":", 1)[-1] == str(inode):
+            return int(fields[-4])
+    return None
+
+
+def test_a_killed_joblib_worker_is_a_failed_job_that_a_rerun_redoes(tmp_path):
+    """Issue 13, case 18: kill -9 of the worker running a job: no TerminatedWorkerError traceback; the job is
+    failed (killed) in the table and the ledger, the launch exits non-zero, and the same command redoes it."""
+    import signal
+    import subprocess
+    import time
+
+    from conftest import DLRUN, ROOT
+
+    sweep = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "logger=quiet", "trainer.epochs=100",
+            "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "CI": "1", "COLUMNS": "200"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.Popen([str(DLRUN), *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    log, deadline, victim = sweep / "1" / "dlrun.log", time.time() + 120, None
+    while time.time() < deadline and victim is None:
+        if log.exists() and "training: epochs" in log.read_text():
+            victim = _lock_holder(sweep / "1" / ".dlrun.lock")
+        time.sleep(0.05)
+    assert victim is not None, "job 1 never started training"
+    os.kill(victim, signal.SIGKILL)
+    out = proc.communicate(timeout=240)[0]
+    assert proc.returncode == 1, out
+    assert "Traceback" not in out and "TerminatedWorkerError:" not in out, out
+    ledger = [json.loads(line) for line in (sweep / "ledger.jsonl").read_text().splitlines()]
+    killed = [e for e in ledger if e["job"] == 1]
+    assert killed and killed[-1]["status"] == "failed" and killed[-1]["error"].startswith("killed"), ledger
+    assert "job 1 failed (logger=quiet trainer.epochs=100 seed=1): killed: the worker process running it died" in out
+    assert "failed" in out[out.index(f"sweep {sweep}"):] and "job(s) of the sweep failed" in out
+
+    again = run_dlrun(*args[:-1], f"hydra.sweep.dir={sweep}", env={"COLUMNS": "200"}, timeout=400)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert read_json(sweep / "1" / "summary.json")["status"] == "completed"
+    assert read_json(sweep / "1" / "summary.json")["epochs_completed"] == 100

@@ -85,7 +85,7 @@ def test_a_resumed_run_remembers_which_epoch_was_best(tmp_path):
     full = dlrun.run([*common, "trainer.epochs=4"], run_dir=str(tmp_path / "full"))["summary"]
     dlrun.run([*common, "trainer.epochs=2"], run_dir=str(tmp_path / "cut"))
     state = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
-    assert {"best", "best_epoch"} <= set(state["callbacks"][-1])
+    assert {"best", "best_epoch"} <= set(state["callbacks"]["ModelCheckpoint"])
     resumed = dlrun.run([f"resume={tmp_path / 'cut'}", "trainer.epochs=4"])["summary"]
     assert full["best_epoch"] == resumed["best_epoch"] == 1
     assert resumed["test_loss"] == pytest.approx(full["test_loss"], abs=1e-6)

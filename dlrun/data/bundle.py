@@ -111,6 +111,22 @@ def build_dataset(cfg: DictConfig) -> DataBundle:
         kwargs.pop(key, None)
     fn = DATASETS.get(name)
     try:
-        return fn(**kwargs)
+        data = fn(**kwargs)
     except TypeError as exc:
         raise DlrunError(f"dataset '{name}' could not be built: {exc}") from exc
+    check_split_sizes(data, name)
+    return data
+
+
+MIN_SPLIT = {"train": 2, "val": 1, "test": 1}  # two to train (a spread to standardise by), one to score
+
+
+def check_split_sizes(data: DataBundle, name: str) -> None:
+    """Too little data for the splits is a config error that says the minimum, not a division by zero later."""
+    sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
+    short = [s for s, n in sizes.items() if n < MIN_SPLIT[s]]
+    if short:
+        raise DlrunError(f"dataset={name} gives {sizes['train']} training, {sizes['val']} validation and {sizes['test']} "
+                         f"test samples; each run needs at least {MIN_SPLIT['train']} training, {MIN_SPLIT['val']} "
+                         f"validation and {MIN_SPLIT['test']} test sample(s). Use more data (e.g. dataset.n_samples) or "
+                         f"larger fractions for {' and '.join(f'dataset.{s}_split' for s in short if s != 'train') or 'the splits'}.")

@@ -42,9 +42,9 @@ def pairs(ids: torch.Tensor, window: int, negatives: int, noise: torch.Tensor, g
 
 @register_dataset("skipgram")
 def skipgram(path: str = DEFAULT_TEXT, window: int = 2, negatives: int = 4, min_count: int = 2,
-             val_split: float = 0.1, test_split: float = 0.1, split_seed: int = 0) -> DataBundle:
+             val_split: float = 0.1, test_split: float = 0.1, split_seed: int = 0, max_mb: float = 50) -> DataBundle:
     """Skip-gram pairs with negative sampling from a text file's words (word2vec's training data)."""
-    words = words_of(read_text(path))
+    words = words_of(read_text(path, max_mb))
     counts = Counter(words)
     vocab = [w for w, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if c >= min_count]
     if len(vocab) < 2 or window < 1 or negatives < 1:

@@ -8,6 +8,7 @@ window overlaps a training one. The default file ships with every Debian system 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import torch
@@ -19,10 +20,18 @@ from dlrun.registry import register_dataset
 DEFAULT_TEXT = "/usr/share/common-licenses/GPL-3"
 
 
-def read_text(path: str) -> str:
-    """The whole UTF-8 file; a missing or unreadable one is a clear error."""
+def read_text(path: str, max_mb: float = 50) -> str:
+    """The whole UTF-8 file. Only a regular file of at most `max_mb` megabytes is read: a device
+    (/dev/zero), a pipe or a huge file would never end or fill the memory. Anything else is a clear error."""
     file = Path(os.path.expanduser(str(path)))
     try:
+        info = file.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise DlrunError(f"dataset.path={path} is not a regular file (a device, a pipe or a folder); give a "
+                             "UTF-8 text file with dataset.path=FILE.")
+        if info.st_size > max_mb * 1e6:
+            raise DlrunError(f"dataset.path={path} has {info.st_size / 1e6:.1f} MB, over dataset.max_mb={max_mb:g}; "
+                             "the text is held in memory whole. Raise dataset.max_mb if this is the file you meant.")
         return file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise DlrunError(f"cannot read the text file {file} ({exc}). Give a UTF-8 text file with "
@@ -31,9 +40,9 @@ def read_text(path: str) -> str:
 
 @register_dataset("text")
 def text(path: str = DEFAULT_TEXT, length: int = 64, val_split: float = 0.1, test_split: float = 0.1,
-         lowercase: bool = False) -> DataBundle:
+         lowercase: bool = False, max_mb: float = 50) -> DataBundle:
     """Characters of a text file (default: the GPL-3 text every Debian system has), next-character targets."""
-    content = read_text(path)
+    content = read_text(path, max_mb)
     if lowercase:
         content = content.lower()
     vocab = sorted(set(content))

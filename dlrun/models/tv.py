@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlrun.checkpoint import safe_load
 from dlrun.errors import DlrunError, did_you_mean
 from dlrun.registry import register_model
 
@@ -62,10 +63,9 @@ def read_weights(path: str) -> dict[str, torch.Tensor]:
                          "a dlrun run's checkpoints/best.pt. Leave model.weights=null to start from random weights.",
                          exit_code=3)
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise DlrunError(f"model.weights={path} is not a PyTorch weights file: {type(exc).__name__}: {exc}",
-                         exit_code=3) from None
+        state = safe_load(file, f"model.weights={path}")
+    except DlrunError as exc:
+        raise DlrunError(str(exc), exit_code=3) from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # a dlrun checkpoint
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -96,3 +96,23 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path):
     assert [r["epoch"] for r in read_jsonl(run / "metrics.jsonl")] == [1]
     summary = read_json(run / "summary.json")
     assert summary["status"] == "failed" and "No space left" in summary["error"]
+
+
+def test_every_checkpoint_corrupted_is_one_clear_refusal(baseline, tmp_path):
+    """Case 12: last.pt and best.pt both fail their check: named, with no fallback to offer (no recursion)."""
+    run = copy_run(baseline, tmp_path)
+    for name in ("last.pt", "best.pt"):
+        path = run / "checkpoints" / name
+        path.write_bytes(path.read_bytes()[:500])
+    before = files(run)
+    assert_clean_error(run_dlrun(f"resume={run}"), 2, f"checkpoint {run}/checkpoints/last.pt is corrupted",
+                       f"No other checkpoint in {run}/checkpoints is intact")
+    assert files(run) == before
+
+
+@pytest.mark.parametrize("record", ["{}", "[]", '{"size": "big", "sha256": 3}', "not json"])
+def test_a_malformed_checksum_record_is_named(baseline, tmp_path, record):
+    """Case 13: a sidecar record that dlrun did not write is named, not a KeyError or AttributeError."""
+    run = copy_run(baseline, tmp_path)
+    (run / "checkpoints" / "last.pt.json").write_text(record)
+    assert_clean_error(run_dlrun(f"resume={run}"), 2, f"the checksum record {run}/checkpoints/last.pt.json")

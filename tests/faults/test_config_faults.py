@@ -89,3 +89,25 @@ def test_every_option_of_every_group_fits_the_schemas():
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
         for option in options:
             validate(compose("config", overrides=[option]), added=())
+
+
+@pytest.mark.parametrize("seed", ["-1", "1e20", "4294967296"])
+def test_a_seed_out_of_range_is_refused(run_dir, seed):
+    """Case 15: numpy and torch take seeds in [0, 2**32); anything else is a config error, not a ValueError."""
+    assert_clean_error(refused(run_dir, f"seed={seed}"), 2, "seed=", "is not allowed: an integer in [0, 2**32)")
+
+
+def test_odd_values_in_configs_are_one_line_errors(tmp_path, run_dir):
+    """Case 17: a Python tag in a user's YAML (never constructed), a list of words for layer widths, a
+    deleted key the run needs."""
+    marker = tmp_path / "pwned"
+    conf = tmp_path / "conf" / "experiment"
+    conf.mkdir(parents=True)
+    (conf / "tagged.yaml").write_text(f"# @package _global_\nseed: !!python/object/apply:os.system ['touch {marker}']\n")
+    assert_clean_error(refused(run_dir, "-cd", str(tmp_path / "conf"), "experiment=tagged"), 2,
+                       "the config could not be composed")
+    assert not marker.exists()
+    assert_clean_error(refused(run_dir, "model.hidden=[a,b]", "debug=smoke"), 2,
+                       "model 'mlp' could not be built", "invalid literal for int()")
+    assert_clean_error(refused(run_dir, "~trainer.epochs"), 2,
+                       "trainer.epochs is missing (a positive integer); a run needs it")

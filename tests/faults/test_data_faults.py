@@ -82,3 +82,22 @@ def test_a_dead_dataloader_worker_is_reported_with_a_hint(tmp_path):
     assert load(run / "checkpoints" / "last.pt")["epoch"] == 1
     assert [r["epoch"] for r in read_jsonl(run / "metrics.jsonl")] == [1]
     assert read_json(run / "summary.json")["status"] == "failed"
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["dataset.val_split=0"], "1438 training, 0 validation and 359 test samples"),
+    (["dataset=synthetic", "dataset.n_samples=5"], "3 training, 2 validation and 0 test samples"),
+    (["dataset=synthetic", "dataset.n_samples=1"], "0 test samples"),
+])
+def test_too_little_data_for_the_splits_says_the_minimum(tmp_path, args, fragment):
+    """Case 14: not a ZeroDivisionError or a misleading non-finite loss."""
+    proc = run_dlrun(*args, "debug=smoke", f"hydra.run.dir={tmp_path / 'r'}")
+    assert_clean_error(proc, 2, fragment, "at least 2 training, 1 validation and 1 test sample(s)")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_model_too_big_for_the_memory_says_its_size(tmp_path):
+    """Case 16: 10 billion weights are refused with their count, not a 40 GB allocation traceback."""
+    proc = run_dlrun("model.hidden=[100000,100000]", "debug=smoke", f"hydra.run.dir={tmp_path / 'r'}")
+    assert_clean_error(proc, 2, "has 10,007,600,010 parameters (40.0 GB in float32", "does not fit")
+    assert not (tmp_path / "r").exists()

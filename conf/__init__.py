@@ -1,0 +1,1 @@
+"""dlrun's config tree (Hydra config groups as YAML), shipped inside the package as `dlrun.conf`."""
