@@ -13,9 +13,10 @@ from __future__ import annotations
 import ast
 import importlib.resources
 import importlib.util
-import warnings
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+
+from dlrun.errors import print_warning
 
 ENTRY_POINT_GROUPS = {"model": "dlrun.models", "dataset": "dlrun.datasets"}
 _WARNED: set[tuple[str, str]] = set()
@@ -35,8 +36,8 @@ def entries(group: str) -> dict[str, EntryPoint]:
         if name in builtin:
             if (group, name) not in _WARNED:
                 _WARNED.add((group, name))
-                warnings.warn(f"ignoring the {group} plugin '{ep.name}' ({ep.value}, from {_dist(ep)}): dlrun has a "
-                              f"built-in {group} of that name. Give the entry point another name.", stacklevel=2)
+                print_warning(f"ignoring the {group} plugin '{ep.name}' ({ep.value}, from {_dist(ep)}): dlrun has a "
+                              f"built-in {group} of that name. Give the entry point another name.")
             continue
         out.setdefault(name, ep)
     return out

@@ -320,10 +320,11 @@ def finish(argv: list[str], planned: list[list[str]] | None, stopped: str | None
     if stopped == "stop":
         print_error(f"sweep.on_failure=stop: the sweep stopped at the first failure; "
                     f"{sum(e['status'] == 'not run' for e in rows)} job(s) not run")
-    if bad:
-        again = [a for a in argv if not a.startswith("hydra.sweep.dir=")] + [f"hydra.sweep.dir={sweep_dir}"]
-        print(f"Re-run into the same folder to redo failed jobs, resume interrupted ones and run the rest "
-              f"(completed jobs are skipped):\n"
-              f"  dlrun {' '.join(shlex.quote(a) for a in again)}")
-    print(f"Results: dlrun report {sweep_dir}")
+    from dlrun.config import quote
+
+    again = [a for a in argv if not a.startswith("hydra.sweep.dir=")] + [f"hydra.sweep.dir={quote(str(sweep_dir))}"]
+    print("Re-run into the same folder to redo failed jobs, resume interrupted ones and run the rest"
+          if bad else "The same command again (with new values, say) runs only what is not done yet", end="")
+    print(f" (completed jobs are skipped):\n  dlrun {' '.join(shlex.quote(a) for a in again)}")
+    print(f"Results: dlrun report {shlex.quote(str(sweep_dir))}")
     return 1 if bad else 0

@@ -39,3 +39,23 @@ def test_plugin_model_trains_from_the_cli_by_name(site, tmp_path):
 def test_without_the_plugin_the_name_is_unknown(tmp_path):
     proc = run_dlrun("model=tiny", f"hydra.run.dir={tmp_path / 'r'}")
     assert proc.returncode == 2 and "unknown model 'tiny'" in proc.stderr
+
+
+def test_plugins_are_in_every_check_listing_and_suggestion(site, tmp_path):
+    """Issue 14, item 4: a plugin's option is suggested, listed with its docstring (read, not imported), shown
+    in --help; a plugin named like a built-in is ignored with a warning."""
+    env = {"PYTHONPATH": str(site)}
+    proc = run_dlrun("model=widnet", f"hydra.run.dir={tmp_path / 'r'}", env=env)
+    assert proc.returncode == 2 and "unknown model 'widnet'. Did you mean 'widenet'" in proc.stderr, proc.stderr
+    assert "widenet" in proc.stderr.split("Available model options:")[1]
+    listing = run_dlrun("list", "models", env=env)
+    lines = {ln.split()[0]: ln.split(maxsplit=1)[1] for ln in listing.stdout.splitlines()}
+    assert lines["widenet"] == "Wide plugin net: one hidden layer of `width` ReLU units."
+    assert lines["tiny"] == "Tiny plugin net: one hidden layer of `width` tanh units."
+    assert lines["mlp"].startswith("Multi-layer perceptron")  # the built-in, not the plugin
+    assert "warning: ignoring the model plugin 'mlp' (dlrun_tiny:tiny, from dlrun-tiny): dlrun has a built-in model" \
+        in listing.stderr
+    assert "widenet" in run_dlrun("--help", env=env).stdout.split("model:")[1].splitlines()[0]
+    proc = run_dlrun("model=widenet", "+model.width=8", "debug=smoke", f"hydra.run.dir={tmp_path / 'w'}", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert read_json(tmp_path / "w" / "summary.json")["params"] == 64 * 8 + 8 + 8 * 10 + 10

@@ -1,9 +1,9 @@
 """kill -9 at random moments of the checkpoint write path, then `dlrun resume=RUN`: every time, each epoch's
 metrics row exactly once and the uninterrupted run's test loss, bit for bit.
 
-The moments are the write path's own steps, counted in one uninterrupted run: each chunk torch.save writes,
-each fsync, and the moments just before and just after each rename (os.replace) of a checkpoint, its
-size/sha256 record, the metrics or the summary.
+The moments are the checkpoint write path's own steps, counted in one uninterrupted run: each chunk
+torch.save writes, each fsync, and the moments just before and just after each rename (os.replace) of a
+checkpoint or of its size/sha256 record.
 """
 import json
 import random
@@ -17,11 +17,23 @@ from faults.helpers import TINY, run_patched
 KILL_AT = """
 import atexit, os, signal
 from dlrun import checkpoint
-KILL_AT, COUNT_FILE, seen = {kill_at}, {count_file!r}, [0]
+KILL_AT, COUNT_FILE, seen, saving = {kill_at}, {count_file!r}, [0], [False]
 def tick():
+    if not saving[0]:
+        return
     seen[0] += 1
     if seen[0] == KILL_AT:
         os.kill(os.getpid(), signal.SIGKILL)
+_save_checkpoint = checkpoint.save_checkpoint
+def save_checkpoint(*a, **k):
+    saving[0] = True
+    try:
+        return _save_checkpoint(*a, **k)
+    finally:
+        saving[0] = False
+checkpoint.save_checkpoint = save_checkpoint
+import dlrun.trainer
+dlrun.trainer.save_checkpoint = save_checkpoint
 _replace, _fsync, _write = os.replace, os.fsync, checkpoint._WriteErrors.write
 def replace(src, dst, *a, **k):
     tick()
