@@ -28,8 +28,8 @@ from torch import nn
 
 from dlrun.data import build_dataset
 from dlrun.registry import create_model
-from dlrun.tasks import build_task
-from dlrun.trainer import Trainer
+from dlrun.tasks.base import build_task
+from dlrun.train.trainer import Trainer
 
 
 def torchvision_batches(root: str, mean: float, std: float, workers: int):

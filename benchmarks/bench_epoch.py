@@ -46,7 +46,7 @@ sys.path.insert(0, str(HERE))
 import plain_loop  # noqa: E402  (the baseline lives next to this file)
 
 import dlrun.api  # noqa: E402
-from dlrun.trainer import Trainer  # noqa: E402
+from dlrun.train.trainer import Trainer  # noqa: E402
 
 FASHION_AVAILABLE = Path("/usr/share/datasets/fashion-mnist").is_dir() or \
     Path("~/.cache/dlrun/data/FashionMNIST/raw").expanduser().is_dir()

@@ -6,20 +6,22 @@ from pathlib import Path
 
 from omegaconf import open_dict
 
-from dlrun import run_folder
-from dlrun.config import compose, guard_run_dir, override_key, override_value, quote, requote
-from dlrun.resume import resume_overrides
+from dlrun.config.compose import compose
+from dlrun.config.overrides import override_key, requote, run_dir_of
+from dlrun.config.resume import resume_overrides
+from dlrun.train import run_folder
 
 
 def run(overrides: list[str], run_dir: str | None = None) -> dict:
     """Compose `overrides` like the CLI, train, and return {"summary", "history", "run_dir"}."""
-    from dlrun.runner import train
+    from dlrun.train.pipeline import train
 
     overrides = resume_overrides(requote(list(overrides)))
-    dirs = [override_value(o) for o in overrides if override_key(o) == "hydra.run.dir"]
-    run_dir = Path(run_dir or (dirs[-1] if dirs else f"outputs/api/{time.strftime('%Y-%m-%d/%H-%M-%S')}-{time.time_ns() % 10**6:06d}"))
+    run_dir = Path(run_dir or run_dir_of(overrides) or
+                   f"outputs/api/{time.strftime('%Y-%m-%d/%H-%M-%S')}-{time.time_ns() % 10**6:06d}")
+    if not any(override_key(o) == "resume" for o in overrides):
+        run_folder.refuse_if_taken(run_dir)
     overrides = [o for o in overrides if not o.startswith("hydra.")]
-    guard_run_dir([f"hydra.run.dir={quote(str(run_dir))}", *overrides])
     cfg = compose(overrides)
     with open_dict(cfg):
         del cfg["hydra"]  # Hydra's own settings: not part of the run's config

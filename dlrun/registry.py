@@ -6,14 +6,16 @@
     create_model("CNN", input_shape=(1, 8, 8), num_classes=10)
     list_models("res*")
 
-Names are case-insensitive. Third-party packages add entries through the entry-point
-groups `dlrun.models` and `dlrun.datasets`; a plugin that fails to import is skipped
-with a warning.
+Names are case-insensitive. The built-in entries are found by importing every module of their package
+(dlrun/models/, dlrun/data/): a new model is one file with a `@register_model` and one YAML file.
+Third-party packages add entries through the entry-point groups `dlrun.models` and `dlrun.datasets`
+(dlrun/plugins.py); a plugin that fails to import is skipped with a warning.
 """
 from __future__ import annotations
 
 import fnmatch
 import importlib
+import pkgutil
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -32,10 +34,10 @@ class Entry:
 class Registry:
     """A name -> builder table with case-insensitive lookup, wildcards and plugins."""
 
-    def __init__(self, kind: str, builtin_modules: tuple[str, ...] = (), entry_point_group: str | None = None):
+    def __init__(self, kind: str, builtin: str | None = None, entry_point_group: str | None = None):
         self.kind = kind
         self.entry_point_group = entry_point_group
-        self.builtin_modules = builtin_modules
+        self.builtin = builtin  # a package whose every module is imported (a new file is found), or one module
         self._entries: dict[str, Entry] = {}
         self._loaded = False
 
@@ -58,8 +60,9 @@ class Registry:
         if self._loaded:
             return
         self._loaded = True
-        for mod in self.builtin_modules:
-            importlib.import_module(mod)
+        top = importlib.import_module(self.builtin) if self.builtin else None
+        for info in pkgutil.iter_modules(getattr(top, "__path__", [])):
+            importlib.import_module(f"{self.builtin}.{info.name}")
         if self.entry_point_group:
             from dlrun import plugins
 
@@ -95,16 +98,11 @@ class Registry:
         return str(name).lower() in self._entries
 
 
-MODELS = Registry("model", ("dlrun.models.mlp", "dlrun.models.cnn", "dlrun.models.lenet", "dlrun.models.vgg",
-                            "dlrun.models.resnet", "dlrun.models.inception", "dlrun.models.airbench",
-                            "dlrun.models.sequential", "dlrun.models.tv", "dlrun.models.recurrent",
-                            "dlrun.models.transformer", "dlrun.models.autoencoder", "dlrun.models.language",
-                            "dlrun.models.word2vec", "dlrun.models.gan"), "dlrun.models")
-DATASETS = Registry("dataset", ("dlrun.data.digits", "dlrun.data.synthetic", "dlrun.data.sequences",
-                                 "dlrun.data.text", "dlrun.data.skipgram", "dlrun.data.vision"), "dlrun.datasets")
-OPTIMIZERS = Registry("optimizer", ("dlrun.optim",))
-SCHEDULERS = Registry("scheduler", ("dlrun.optim",))
-LOGGERS = Registry("logger", ("dlrun.loggers",))
+MODELS = Registry("model", "dlrun.models", "dlrun.models")
+DATASETS = Registry("dataset", "dlrun.data", "dlrun.datasets")
+OPTIMIZERS = Registry("optimizer", "dlrun.train.optim")
+SCHEDULERS = Registry("scheduler", "dlrun.train.optim")
+LOGGERS = Registry("logger", "dlrun.train.loggers")
 
 register_model = MODELS.register
 register_dataset = DATASETS.register

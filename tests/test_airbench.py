@@ -13,7 +13,7 @@ from torch import nn
 from conftest import ROOT, read_json, run_dlrun
 from dlrun.config import CONF_DIR, validate
 from dlrun.errors import DlrunError
-from dlrun.model_summary import count_params
+from dlrun.models.summary import count_params
 from dlrun.registry import create_model
 
 

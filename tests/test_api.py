@@ -75,8 +75,8 @@ def test_dataloader_workers_live_across_epochs_and_serve_each_epochs_order():
 
     from dlrun.data import DataBundle, Split
     from dlrun.registry import create_model
-    from dlrun.tasks import build_task
-    from dlrun.trainer import Trainer
+    from dlrun.tasks.base import build_task
+    from dlrun.train.trainer import Trainer
 
     x, y = torch.arange(40.0).unsqueeze(1), torch.arange(40) % 2
     data = DataBundle(Split(x, y), Split(x, y), Split(x, y), input_shape=(1,), num_outputs=2)

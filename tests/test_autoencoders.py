@@ -10,10 +10,10 @@ import dlrun
 from conftest import ROOT, assert_config_mistake, read_json, read_jsonl, run_dlrun
 from dlrun.data import DataBundle, Split
 from dlrun.data.augment import Augment, parse_augment
-from dlrun.model_summary import count_params
+from dlrun.models.summary import count_params
 from dlrun.registry import create_model
-from dlrun.tasks import build_task
-from dlrun.trainer import Trainer
+from dlrun.tasks.base import build_task
+from dlrun.train.trainer import Trainer
 
 
 def preset(name: str, input_shape, **override) -> nn.Module:

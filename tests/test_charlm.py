@@ -12,7 +12,7 @@ import dlrun
 from conftest import assert_config_mistake, read_json, run_dlrun
 from dlrun.data.text import DEFAULT_TEXT, text
 from dlrun.registry import create_model
-from dlrun.tasks import build_task
+from dlrun.tasks.base import build_task
 
 PANGRAM = "the quick brown fox jumps over the lazy dog. "
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dlrun.checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from dlrun.train.checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dlrun.errors import DlrunError
 from dlrun.registry import create_model
 

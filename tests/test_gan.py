@@ -11,7 +11,7 @@ import dlrun
 from conftest import ROOT, assert_config_mistake
 from dlrun.data import build_dataset
 from dlrun.registry import create_model
-from dlrun.tasks import MMD
+from dlrun.tasks.base import MMD
 
 
 def test_mmd_is_the_unbiased_kernel_two_sample_statistic():
@@ -65,7 +65,7 @@ def test_gan_mistakes_are_clear_errors(tmp_path, overrides, message):
 
 
 def test_the_summary_lists_the_discriminator_that_forward_does_not_call():
-    from dlrun.model_summary import count_params, layer_table
+    from dlrun.models.summary import count_params, layer_table
 
     gan = create_model("gan", input_shape=(1, 8, 8), num_outputs=64)
     rows = layer_table(gan, (1, 8, 8))

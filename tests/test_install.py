@@ -1,6 +1,7 @@
 """`pip install .` as a wheel, not editable: the configs travel inside the package (issue 14, item 1)."""
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -14,8 +15,11 @@ def test_a_wheel_installed_elsewhere_has_its_configs_and_trains(tmp_path):
     by a .pth file, so torch is not installed again), and run `dlrun debug=smoke` outside the repository."""
     offline = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []  # else from PyPI
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "TMPDIR": str(tmp_path)}
+    source = tmp_path / "source"  # a clean copy: no build/ left over from an earlier build of the checkout
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "outputs", "multirun",
+                                                                 "*.egg-info", "__pycache__", "experiments"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *offline,
-                    "-w", str(tmp_path / "dist"), str(ROOT)], check=True, env=env, cwd=tmp_path)
+                    "-w", str(tmp_path / "dist"), str(source)], check=True, env=env, cwd=tmp_path)
     wheel = next((tmp_path / "dist").glob("dlrun-*.whl"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
@@ -35,6 +39,9 @@ def test_a_wheel_installed_elsewhere_has_its_configs_and_trains(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, env=run_env, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert read_json(tmp_path / "run" / "summary.json")["status"] == "completed"
+    report = subprocess.run([str(venv / "bin" / "dlrun"), "report", str(tmp_path / "run")], capture_output=True,
+                            text=True, cwd=tmp_path, env=run_env)
+    assert report.returncode == 0, report.stdout + report.stderr
     listing = subprocess.run([str(venv / "bin" / "dlrun"), "list", "experiments"], capture_output=True, text=True,
                              cwd=tmp_path, env=run_env)
     assert "digits_cnn" in listing.stdout and "airbench_cifar10" in listing.stdout, listing.stdout + listing.stderr

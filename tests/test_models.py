@@ -12,7 +12,7 @@ from torch import nn
 import dlrun
 from conftest import FASHION, ROOT, read_json, run_dlrun
 from dlrun.errors import DlrunError
-from dlrun.model_summary import count_params
+from dlrun.models.summary import count_params
 from dlrun.registry import create_model
 
 VISION = ["perceptron", "mlp", "lenet5", "cnn", "vgg", "resnet", "inception", "airbench", "sequential", "tv"]
@@ -374,7 +374,7 @@ def test_dlrun_summary_prints_without_training_and_knows_offline_shapes(tmp_path
     assert not any(tmp_path.rglob("*.tar.gz"))  # nothing downloaded
     assert not (ROOT / "outputs" / "summary").exists()
 
-    from dlrun.summary_command import summary_command
+    from dlrun.cli.summary import summary_command
 
     assert summary_command(["model=tv", "model.freeze=backbone", "dataset=cifar100", f"dataset.root={tmp_path}"]) == 0
     out = " ".join(capsys.readouterr().out.split())

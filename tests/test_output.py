@@ -59,7 +59,7 @@ def console(terminal: bool) -> Console:
 
 
 def test_plain_progress_lines_come_every_n_seconds_when_not_a_terminal():
-    from dlrun.loggers import EpochProgress
+    from dlrun.train.loggers import EpochProgress
 
     quiet, chatty = console(False), console(False)
     for con, every in ((quiet, 3600), (chatty, 0)):
@@ -75,7 +75,7 @@ def test_plain_progress_lines_come_every_n_seconds_when_not_a_terminal():
 
 
 def test_the_live_bar_shows_the_time_left_and_prints_a_signal_notice_on_its_own_line(monkeypatch):
-    from dlrun.loggers import EpochProgress
+    from dlrun.train.loggers import EpochProgress
 
     monkeypatch.delenv("CI", raising=False)
     con = console(True)
@@ -96,7 +96,7 @@ def test_the_live_bar_shows_the_time_left_and_prints_a_signal_notice_on_its_own_
 
 
 def test_the_run_summary_table_is_not_cut_at_80_columns_in_a_pipe():
-    from dlrun.loggers import ConsoleLogger
+    from dlrun.train.loggers import ConsoleLogger
 
     con = console(False)
     con.width = 80  # rich's width for a pipe
@@ -107,7 +107,7 @@ def test_the_run_summary_table_is_not_cut_at_80_columns_in_a_pipe():
 
 def test_a_bad_progress_interval_is_refused_with_a_message(monkeypatch):
     from dlrun.errors import DlrunError
-    from dlrun.loggers import EpochProgress
+    from dlrun.train.loggers import EpochProgress
 
     monkeypatch.setenv("DLRUN_PROGRESS_EVERY", "often")
     with pytest.raises(DlrunError, match="DLRUN_PROGRESS_EVERY='often': give the seconds between progress lines"):

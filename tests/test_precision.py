@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import read_json, run_dlrun
-from dlrun.trainer import Trainer
+from dlrun.train.trainer import Trainer
 
 GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the device tool lends one to some sessions)")
 

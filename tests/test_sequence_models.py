@@ -11,7 +11,7 @@ from torch import nn
 import dlrun
 from conftest import ROOT, assert_config_mistake
 from dlrun.data.sequences import sequences
-from dlrun.model_summary import count_params, layer_table
+from dlrun.models.summary import count_params, layer_table
 from dlrun.models.transformer import sinusoidal_encoding
 from dlrun.registry import create_model
 

@@ -119,7 +119,7 @@ def test_on_failure_stop_ends_the_sweep_at_the_first_failure(tmp_path):
 def test_a_job_that_raises_fails_alone_with_its_traceback_in_its_log(tmp_path):
     sweep = tmp_path / "sweep"
     # the real CLI, with a fault injected into seed=0's training (config checks now catch what would raise)
-    code = ("import sys, dlrun.runner as runner\n"
+    code = ("import sys, dlrun.train.pipeline as runner\n"
             "real = runner.train\n"
             "def train(cfg, run_dir, *a, **k):\n"
             "    if cfg.seed == 0: raise RuntimeError('injected fault')\n"

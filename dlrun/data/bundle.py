@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlrun.errors import DlrunError
 from dlrun.registry import DATASETS
-from dlrun.tasks import INPUT_TARGET_TASKS
+from dlrun.tasks.base import INPUT_TARGET_TASKS
 
 
 @dataclass

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlrun.checkpoint import safe_load
+from dlrun.train.checkpoint import safe_load
 from dlrun.errors import DlrunError, did_you_mean
 from dlrun.registry import register_model
 

@@ -179,7 +179,7 @@ class DlrunOptunaSweeper(Sweeper):
         try:
             return self._search(arguments)
         except DlrunError as exc:
-            from dlrun.cli import print_error
+            from dlrun.errors import print_error
 
             print_error(str(exc))
             raise SystemExit(exc.exit_code) from None  # past Hydra's reporting, which prints a traceback

@@ -41,7 +41,7 @@ def popen_patched(patch: str, *args: str, stderr_file: Path):
 
 def load(path: Path) -> dict:
     """A checkpoint read the way dlrun reads it (size and sha256 checked, weights_only)."""
-    from dlrun.checkpoint import load_checkpoint
+    from dlrun.train.checkpoint import load_checkpoint
 
     return load_checkpoint(path)
 
@@ -59,7 +59,7 @@ def after_step(step: int, action: str) -> str:
     """A patch that runs `action` (Python; `self` is the trainer) right after optimizer step `step`."""
     return f"""
 import os, signal
-from dlrun.trainer import Trainer
+from dlrun.train.trainer import Trainer
 _step = Trainer._step
 def step_then_act(self, x, y):
     out = _step(self, x, y)
@@ -73,7 +73,7 @@ Trainer._step = step_then_act
 def poison_losses(*calls: int) -> str:
     """A patch that makes the training loss NaN on the given training batches (1 = the run's first)."""
     return f"""
-from dlrun.trainer import Trainer
+from dlrun.train.trainer import Trainer
 _init = Trainer.__init__
 def init(self, *a, **k):
     _init(self, *a, **k)

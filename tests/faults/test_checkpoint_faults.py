@@ -55,7 +55,7 @@ def test_resume_from_the_fallback_checkpoint_completes(baseline, tmp_path):
 
 
 def test_a_checkpoint_crafted_to_run_code_is_refused_and_runs_nothing(baseline, tmp_path):
-    from dlrun.checkpoint import _digest
+    from dlrun.train.checkpoint import _digest
 
     run, marker = copy_run(baseline, tmp_path), tmp_path / "pwned"
 

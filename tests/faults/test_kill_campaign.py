@@ -16,7 +16,7 @@ from faults.helpers import TINY, run_patched
 
 KILL_AT = """
 import atexit, os, signal
-from dlrun import checkpoint
+from dlrun.train import checkpoint
 KILL_AT, COUNT_FILE, seen, saving = {kill_at}, {count_file!r}, [0], [False]
 def tick():
     if not saving[0]:
@@ -32,8 +32,8 @@ def save_checkpoint(*a, **k):
     finally:
         saving[0] = False
 checkpoint.save_checkpoint = save_checkpoint
-import dlrun.trainer
-dlrun.trainer.save_checkpoint = save_checkpoint
+import dlrun.train.trainer
+dlrun.train.trainer.save_checkpoint = save_checkpoint
 _replace, _fsync, _write = os.replace, os.fsync, checkpoint._WriteErrors.write
 def replace(src, dst, *a, **k):
     tick()

@@ -8,8 +8,8 @@ from conftest import assert_clean_error, read_json, read_jsonl, run_dlrun
 from dlrun.data import DataBundle, Split
 from dlrun.errors import DlrunError
 from dlrun.registry import create_model
-from dlrun.tasks import build_task
-from dlrun.trainer import Trainer
+from dlrun.tasks.base import build_task
+from dlrun.train.trainer import Trainer
 from faults.helpers import TINY, finite_weights, load, poison_losses, run_patched
 
 

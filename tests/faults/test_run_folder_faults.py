@@ -1,16 +1,14 @@
 """A run folder has one writer at a time, records only what a run used, and is never left unusable."""
-import errno
 import os
 import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import DLRUN, ROOT, assert_clean_error, read_json, read_jsonl, run_dlrun
+from conftest import assert_clean_error, read_json, read_jsonl, run_dlrun
 from faults.helpers import TINY, after_step, leftovers, load, popen_patched, run_patched
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a file system needs root (CI runs as root)")
@@ -23,7 +21,7 @@ def files(run):
 
 SLOW_EPOCHS = """
 import time
-from dlrun.trainer import Trainer
+from dlrun.train.trainer import Trainer
 _epoch = Trainer._train_epoch
 def slow_epoch(self, epoch):
     time.sleep(1.5)
@@ -100,7 +98,7 @@ def test_a_resume_records_what_it_uses_and_refuses_the_rest_untouched(tmp_path, 
 def test_deleted_checkpoints_never_make_a_mixed_summary(tmp_path):
     """Case 6: best.pt gone before the test pass: the test uses the final weights and says so."""
     run = tmp_path / "run"
-    patch = ("from dlrun.callbacks import ModelCheckpoint\n"
+    patch = ("from dlrun.train.callbacks import ModelCheckpoint\n"
              "ModelCheckpoint.improved = lambda self, value: self.best_epoch == 0  # epoch 1 is the best\n"
              + after_step(60, "import shutil; shutil.rmtree(self.run_dir / 'checkpoints')"))
     proc = run_patched(patch, *TINY, f"hydra.run.dir={run}")

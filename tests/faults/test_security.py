@@ -68,7 +68,7 @@ def test_experimental_rerun_never_unpickles(tmp_path):
 
 
 def test_the_refusal_of_a_crafted_file_never_suggests_loading_it_unsafely(tmp_path, baseline):
-    from dlrun.checkpoint import _digest
+    from dlrun.train.checkpoint import _digest
 
     marker, run = tmp_path / "pwned", tmp_path / "run"
     shutil.copytree(baseline, run)

@@ -27,12 +27,12 @@ def model_and_shape(overrides: list[str], console: Console | None = None):
     """Compose the config like `dlrun OVERRIDES` would, then build (model, input_shape, num_outputs, note)."""
     from omegaconf import OmegaConf, open_dict
 
-    from dlrun.config import compose
+    from dlrun.config.compose import compose
 
     cfg = compose(overrides)
     from dlrun.data import build_dataset
     from dlrun.registry import build_model
-    from dlrun.tasks import INPUT_TARGET_TASKS
+    from dlrun.tasks.base import INPUT_TARGET_TASKS
 
     note = ""
     dcfg = cfg.dataset.copy()
@@ -69,7 +69,7 @@ def summary_command(overrides: list[str]) -> int:
         model, input_shape, num_outputs, note, cfg = model_and_shape(overrides)
     except DlrunError as exc:
         return report_error(exc)
-    from dlrun.model_summary import print_summary
+    from dlrun.models.summary import print_summary
 
     console.print(f"model={cfg.model.name} dataset={cfg.dataset.name}: input {input_shape} -> {num_outputs} outputs")
     if note:

@@ -4,12 +4,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from dlrun.run_folder import log
-
-
-def mode_for(metric: str) -> str:
-    """'min' for losses and errors, 'max' for accuracy-like metrics."""
-    return "min" if any(k in metric for k in ("loss", "error", "mse", "mae")) else "max"
+from dlrun.metric_names import mode_for
+from dlrun.train.run_folder import log
 
 
 class Callback:

@@ -19,22 +19,23 @@ from rich.console import Console
 from rich.markup import escape
 
 import dlrun
-from dlrun import run_folder
-from dlrun.callbacks import EarlyStopping, LoggerCallback, ModelCheckpoint, RunLogCallback
-from dlrun.checkpoint import atomic_write, load_checkpoint
-from dlrun.config import override_key, validate
+from dlrun.train import run_folder
+from dlrun.train.callbacks import EarlyStopping, LoggerCallback, ModelCheckpoint, RunLogCallback
+from dlrun.train.checkpoint import atomic_write, load_checkpoint
+from dlrun.config.overrides import override_key
+from dlrun.config.validate import validate
 from dlrun.data import build_dataset
 from dlrun.data.augment import Augment, parse_augment
 from dlrun.errors import DlrunError
-from dlrun.model_summary import count_params, print_summary
-from dlrun.optim import build_optimizer, build_scheduler
+from dlrun.models.summary import count_params, print_summary
+from dlrun.train.optim import build_optimizer, build_scheduler
 from dlrun.registry import LOGGERS, build_model
-from dlrun.metrics import test_metrics
+from dlrun.tasks.metrics import test_metrics
 from dlrun.plotter import Plotter
-from dlrun.resume import changes, continue_hint
-from dlrun.run_folder import log
-from dlrun.tasks import build_task
-from dlrun.trainer import Interrupted, Trainer
+from dlrun.config.resume import changes
+from dlrun.tasks.base import build_task
+from dlrun.train.run_folder import continue_hint, log
+from dlrun.train.trainer import Interrupted, Trainer
 
 RESUMABLE = 75  # SIGUSR1 (e.g. SLURM's --signal=USR1@90): saved and stopped; requeue and `dlrun resume=RUN_DIR`
 EXIT_CODES = {"completed": 0, "failed": 1, signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGUSR1: RESUMABLE}

@@ -18,6 +18,7 @@ import errno
 import fcntl
 import logging
 import os
+import shlex
 from pathlib import Path
 
 from dlrun.errors import DlrunError
@@ -38,6 +39,20 @@ def write_error(exc: OSError) -> str | None:
 
 def _key(run_dir: Path) -> str:
     return str(Path(run_dir).resolve())
+
+
+def continue_hint(run_dir: Path) -> str:
+    """The command that continues a run, quoted for a POSIX shell."""
+    return f"dlrun {shlex.quote(f'resume={run_dir}')}"
+
+
+def refuse_if_taken(run_dir: Path) -> None:
+    """A new run never writes into a folder that already holds one (it would be overwritten)."""
+    run_dir = Path(run_dir)
+    check_name(run_dir)
+    if (run_dir / "summary.json").exists() or (run_dir / "checkpoints").exists():
+        raise DlrunError(f"{run_dir} already holds a run; nothing was changed. Continue it with "
+                         f"`{continue_hint(run_dir)}`, or choose another hydra.run.dir.")
 
 
 def check_name(run_dir: Path) -> None:
@@ -145,7 +160,7 @@ def record_config(run_dir: Path, config_yaml: str, overrides: list[str]) -> None
     """.hydra/config.yaml and .hydra/overrides.yaml, each replaced atomically."""
     import yaml
 
-    from dlrun.checkpoint import atomic_write
+    from dlrun.train.checkpoint import atomic_write
 
     folder = Path(run_dir) / ".hydra"
     if not folder.exists():

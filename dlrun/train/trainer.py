@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dlrun.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from dlrun.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dlrun.data import DataBundle, Split
 from dlrun.errors import DlrunError
-from dlrun.loggers import EpochProgress
-from dlrun.tasks import Task
+from dlrun.train.loggers import EpochProgress
+from dlrun.tasks.base import Task
 
 
 AMP_DTYPES = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # trainer.precision

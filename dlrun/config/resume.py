@@ -14,8 +14,9 @@ from typing import Iterable
 
 import yaml
 
-from dlrun.config import check_options, config_folders, override_key, override_value, parse, quote, shell_quote
-from dlrun import run_folder
+from dlrun.config.overrides import check_options, override_key, override_value, parse, quote
+from dlrun.config.search import config_folders
+from dlrun.train import run_folder
 from dlrun.errors import DlrunError
 
 # What may differ between a checkpoint's config and the resumed run's (a key, or a prefix ending in "."):
@@ -104,8 +105,3 @@ def changes(old: dict, new: dict, epochs_done: int, run_dir: Path) -> dict[str, 
         raise DlrunError(f"cannot resume {run_dir} with trainer.epochs={epochs}: it has completed {epochs_done} epochs "
                          "already. Nothing was changed; give trainer.epochs >= that to train it for longer.")
     return {k: v for k, v in diff.items() if k != "resume"}
-
-
-def continue_hint(run_dir: Path) -> str:
-    """The command that continues a run, quoted for a POSIX shell."""
-    return f"dlrun {shell_quote(f'resume={run_dir}')}"

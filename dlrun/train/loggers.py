@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from dlrun.checkpoint import atomic_write
+from dlrun.train.checkpoint import atomic_write
 from dlrun.errors import DlrunError
 from dlrun.registry import register_logger
 
@@ -126,7 +126,7 @@ class ConsoleLogger(Logger):
         self._line([_fmt(row[c]) for c in cols], widths)
 
     def finish(self, summary):
-        from dlrun.report import print_table
+        from dlrun.report.tables import print_table
 
         title = Text(f"{self.label}dlrun: {summary.get('status')}")  # Text: '[job 3]' is no markup
         table = Table(title=title, show_header=False)

@@ -1,0 +1,1 @@
+"""Training: the run pipeline, the trainer and its loop, callbacks, loggers, checkpoints, the run folder."""
