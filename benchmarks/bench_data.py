@@ -5,7 +5,7 @@ batches:
 - `torchvision`: `datasets.FashionMNIST(transform=Compose([ToTensor(), Normalize(...)]))` and
   `DataLoader(shuffle=True, num_workers=W)`, as pytorch/examples/mnist writes it: a PIL image and
   a transform per sample, then collation;
-- `dlrun in-memory`: dlrun's default, uint8 tensors sliced per batch (`Trainer.batches`) and
+- `dlrun in-memory`: dlrun's default, uint8 tensors sliced per batch (`dlrun.data.loader.Batches`) and
   normalised per batch (`DataBundle.prepare`);
 - `dlrun DataLoader`: `dataset.in_memory=false`, dlrun's worker path (persistent workers).
 
@@ -27,9 +27,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from dlrun.data import build_dataset
+from dlrun.data.loader import Batches
 from dlrun.registry import create_model
-from dlrun.tasks.base import build_task
-from dlrun.train.trainer import Trainer
 
 
 def torchvision_batches(root: str, mean: float, std: float, workers: int):
@@ -43,15 +42,12 @@ def torchvision_batches(root: str, mean: float, std: float, workers: int):
 
 
 def dlrun_batches(data, in_memory: bool, workers: int):
-    model = create_model("mlp", input_shape=data.input_shape, num_outputs=data.num_outputs, hidden=[8])
-    t = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), None, "epoch",
-                build_task("multiclass", {"name": "auto"}, data.num_outputs), data, epochs=1, batch_size=64,
-                device=torch.device("cpu"), run_dir="unused", in_memory=in_memory, num_workers=workers)
+    t = Batches(torch.device("cpu"), 64, in_memory=in_memory, num_workers=workers)
     epoch = [0]
 
     def one_pass():
         epoch[0] += 1
-        return ((data.prepare(x), y) for x, y in t.batches(data.train, t.order(data.train, epoch[0])))
+        return ((data.prepare(x), y) for x, y in t(data.train, t.order(data.train, epoch[0])))
     return len(data.train), one_pass
 
 

@@ -11,7 +11,7 @@ Two measurements per case, each repeated `--reps` times with dlrun and the plain
            summed on the device (no per-step `.item()`), and a validation pass per epoch (untimed).
            Each side's number is the median over epochs 2..E (epoch 1 is warm-up). Alongside that
            wall time, process CPU time over the same stretch (dlrun: a wrapper around
-           `Trainer._train_epoch`), which other jobs on a shared machine disturb far less.
+           `SupervisedLoop._train_epoch`), which other jobs on a shared machine disturb far less.
 2. e2e     Wall time of a whole process: `dlrun <overrides> logger=quiet hydra.run.dir=<tmp>`
            against `python benchmarks/plain_loop.py ...` (imports, data, training, validation per
            epoch, test, one `torch.save`). dlrun also writes metrics files and last/best checkpoints
@@ -46,7 +46,7 @@ sys.path.insert(0, str(HERE))
 import plain_loop  # noqa: E402  (the baseline lives next to this file)
 
 import dlrun.api  # noqa: E402
-from dlrun.train.trainer import Trainer  # noqa: E402
+from dlrun.train.loop import SupervisedLoop  # noqa: E402
 
 FASHION_AVAILABLE = Path("/usr/share/datasets/fashion-mnist").is_dir() or \
     Path("~/.cache/dlrun/data/FashionMNIST/raw").expanduser().is_dir()
@@ -61,9 +61,9 @@ COMMON = ["seed=0", "device=cpu", "optimizer=adam", "optimizer.lr=0.001", "train
 
 def dlrun_epoch(case: str, epochs: int) -> tuple[float, float]:
     """(wall, cpu) medians over epochs 2..E of an in-process dlrun run: wall is dlrun's own
-    `epoch_time`; cpu is process CPU time around `Trainer._train_epoch` (a measuring wrapper only)."""
+    `epoch_time`; cpu is process CPU time around `SupervisedLoop._train_epoch` (a measuring wrapper only)."""
     *_, overrides, _ = CASES[case]
-    cpu, inner = [], Trainer._train_epoch
+    cpu, inner = [], SupervisedLoop._train_epoch
 
     def measured(self, epoch):
         c0 = time.process_time()
@@ -72,12 +72,12 @@ def dlrun_epoch(case: str, epochs: int) -> tuple[float, float]:
         return out
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_dlrun_"))
-    Trainer._train_epoch = measured
+    SupervisedLoop._train_epoch = measured
     try:
         out = dlrun.api.run(COMMON + overrides + ["logger=quiet", "trainer.summary=false",
                                                   f"trainer.epochs={epochs}"], run_dir=str(tmp / "run"))
     finally:
-        Trainer._train_epoch = inner
+        SupervisedLoop._train_epoch = inner
         shutil.rmtree(tmp, ignore_errors=True)
     return statistics.median(row["epoch_time"] for row in out["history"][1:]), statistics.median(cpu[1:])
 

@@ -103,6 +103,7 @@ DATASETS = Registry("dataset", "dlrun.data", "dlrun.datasets")
 OPTIMIZERS = Registry("optimizer", "dlrun.train.optim")
 SCHEDULERS = Registry("scheduler", "dlrun.train.optim")
 LOGGERS = Registry("logger", "dlrun.train.loggers")
+TASKS = Registry("task", "dlrun.tasks")
 
 register_model = MODELS.register
 register_dataset = DATASETS.register
@@ -110,24 +111,7 @@ register_optimizer = OPTIMIZERS.register
 register_scheduler = SCHEDULERS.register
 register_logger = LOGGERS.register
 REGISTRIES = {"models": MODELS, "datasets": DATASETS, "optimizers": OPTIMIZERS,
-              "schedulers": SCHEDULERS, "loggers": LOGGERS}
-
-
-def build_model(model_cfg: dict, input_shape, num_outputs: int, dataset: str, tokens: bool = False,
-                vocab: list[str] | None = None):
-    """A model from its config (`name`, its own keys, and `task`, which is the runner's) for a dataset's shapes.
-    Only models that declare `takes_tokens` read token ids (text), and they read nothing else; a vocabulary
-    (word pairs) sizes their embeddings."""
-    kw = dict(model_cfg)
-    name = kw.pop("name")
-    kw.pop("task", None)
-    if tokens != getattr(MODELS.get(name), "takes_tokens", False):
-        raise DlrunError(f"model={name} does not fit dataset={dataset}: " + (
-            "it gives token ids (text), which model=charlm (dataset=text) or model=word2vec (dataset=skipgram) "
-            "reads." if tokens else f"model={name} reads token ids, from a text dataset."))
-    if vocab is not None:
-        kw["vocab_size"] = len(vocab)
-    return create_model(name, input_shape=input_shape, num_outputs=num_outputs, **kw)
+              "schedulers": SCHEDULERS, "loggers": LOGGERS, "tasks": TASKS}
 
 
 def create_model(name: str, **kwargs):

@@ -58,3 +58,25 @@ def assert_config_mistake(tmp_path: Path, overrides: list[str], message: str, th
 @pytest.fixture
 def run_dir(tmp_path) -> Path:
     return tmp_path / "run"
+
+
+def supervised_trainer(model, optimizer, task, data, run_dir, augment=None, in_memory: bool = True,
+                       num_workers: int = 0, **settings):
+    """A Trainer over a SupervisedLoop for in-process tests: the default trainer settings (conf/trainer/default.yaml)
+    with `settings` changed, batches of the whole split unless `batch_size` is given, on the CPU."""
+    import dataclasses
+
+    import torch
+
+    from dlrun.config import compose
+    from dlrun.config.schema import Trainer as TrainerSettings
+    from dlrun.config.schema import settings as make_settings
+    from dlrun.data.loader import Batches
+    from dlrun.train.loop import SupervisedLoop
+    from dlrun.train.trainer import Trainer
+
+    defaults = make_settings(TrainerSettings, compose(["trainer.epochs=1"], check=False).trainer)
+    tset = dataclasses.replace(defaults, **{"batch_size": len(data.train), **settings})
+    batches = Batches(torch.device("cpu"), tset.batch_size, 0, tset.limit_batches, in_memory, num_workers)
+    loop = SupervisedLoop(model, optimizer, task, data, batches, tset, augment=augment)
+    return Trainer(loop, tset.epochs, run_dir)

@@ -74,20 +74,15 @@ def test_dataloader_workers_live_across_epochs_and_serve_each_epochs_order():
     import torch
 
     from dlrun.data import DataBundle, Split
-    from dlrun.registry import create_model
-    from dlrun.tasks.base import build_task
-    from dlrun.train.trainer import Trainer
+    from dlrun.data.loader import Batches
 
     x, y = torch.arange(40.0).unsqueeze(1), torch.arange(40) % 2
     data = DataBundle(Split(x, y), Split(x, y), Split(x, y), input_shape=(1,), num_outputs=2)
-    model = create_model("mlp", input_shape=(1,), num_outputs=2, hidden=[4])
-    t = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), None, "epoch",
-                build_task("multiclass", {"name": "auto"}, 2), data, epochs=2, batch_size=8,
-                device=torch.device("cpu"), run_dir="unused", in_memory=False, num_workers=2)
+    t = Batches(torch.device("cpu"), 8, in_memory=False, num_workers=2)
     passes, pids = [], []
     for epoch in (1, 2):
         order = t.order(data.train, epoch)
-        passes.append(torch.cat([xb.flatten() for xb, _ in t.batches(data.train, order)]))
+        passes.append(torch.cat([xb.flatten() for xb, _ in t(data.train, order)]))
         assert passes[-1].tolist() == x[order].flatten().tolist()  # exactly the epoch's shuffle
         pids.append(sorted(w.pid for w in t._loaders[id(data.train)]._iterator._workers))
     assert not torch.equal(passes[0], passes[1])

@@ -7,13 +7,12 @@ from omegaconf import OmegaConf
 from torch import nn
 
 import dlrun
-from conftest import ROOT, assert_config_mistake, read_json, read_jsonl, run_dlrun
+from conftest import ROOT, assert_config_mistake, read_json, read_jsonl, run_dlrun, supervised_trainer
 from dlrun.data import DataBundle, Split
 from dlrun.data.augment import Augment, parse_augment
 from dlrun.models.summary import count_params
 from dlrun.registry import create_model
 from dlrun.tasks.base import build_task
-from dlrun.train.trainer import Trainer
 
 
 def preset(name: str, input_shape, **override) -> nn.Module:
@@ -72,9 +71,9 @@ def test_a_denoising_step_compares_the_output_of_the_noisy_input_with_the_clean_
     data = DataBundle(Split(x, torch.zeros(4096)), Split(x, torch.zeros(4096)), Split(x, torch.zeros(4096)),
                       input_shape=(16,), num_outputs=16, task="reconstruction")
     model = Scale()
-    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.0), None, "epoch",
-                      build_task("reconstruction", {"name": "auto"}, 16), data, epochs=1, batch_size=4096,
-                      device=torch.device("cpu"), run_dir="unused", augment=Augment(parse_augment(["noise:0.5"]), (16,)))
+    trainer = supervised_trainer(model, torch.optim.SGD(model.parameters(), lr=0.0),
+                                 build_task("reconstruction", {"name": "auto"}, 16), data, "unused", batch_size=4096,
+                                 augment=Augment(parse_augment(["noise:0.5"]), (16,))).loop
     loss, out = trainer._step(x, torch.zeros(4096))
     assert loss.item() == pytest.approx(0.25, rel=0.03)
     assert trainer.evaluate(data.test)["loss"] == pytest.approx(0.0, abs=1e-12)  # no noise when evaluating

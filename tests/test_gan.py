@@ -11,7 +11,7 @@ import dlrun
 from conftest import ROOT, assert_config_mistake
 from dlrun.data import build_dataset
 from dlrun.registry import create_model
-from dlrun.tasks.base import MMD
+from dlrun.tasks.losses import MMD
 
 
 def test_mmd_is_the_unbiased_kernel_two_sample_statistic():

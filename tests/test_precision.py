@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import read_json, run_dlrun
-from dlrun.train.trainer import Trainer
+from dlrun.train.loop import SupervisedLoop
 
 GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the device tool lends one to some sessions)")
 
@@ -42,7 +42,7 @@ def test_bf16_and_fp16_autocast_train_and_fp16_keeps_its_grad_scaler(tmp_path):
 
 def test_channels_last_feeds_nhwc_and_trains_a_cnn_like_nchw(tmp_path):
     stub = SimpleNamespace(data=SimpleNamespace(prepare=lambda x: x.float() / 255), memory_format=torch.channels_last)
-    x = Trainer._input(stub, torch.randint(0, 255, (4, 3, 8, 8), dtype=torch.uint8))
+    x = SupervisedLoop._input(stub, torch.randint(0, 255, (4, 3, 8, 8), dtype=torch.uint8))
     assert x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     runs = _sweep(tmp_path, "trainer.channels_last", ["false", "true"], "model=cnn", epochs=10)
     nchw, nhwc = runs["false"][1], runs["true"][1]

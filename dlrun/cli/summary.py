@@ -7,8 +7,6 @@ works on any machine.
 """
 from __future__ import annotations
 
-import math
-
 from rich.console import Console
 
 from dlrun.errors import DlrunError
@@ -31,8 +29,8 @@ def model_and_shape(overrides: list[str], console: Console | None = None):
 
     cfg = compose(overrides)
     from dlrun.data import build_dataset
-    from dlrun.registry import build_model
-    from dlrun.tasks.base import INPUT_TARGET_TASKS
+    from dlrun.models.build import build_model
+    from dlrun.registry import TASKS
 
     note = ""
     dcfg = cfg.dataset.copy()
@@ -48,8 +46,9 @@ def model_and_shape(overrides: list[str], console: Console | None = None):
         input_shape, num_outputs = KNOWN_SHAPES[cfg.dataset.name]
         note = (f"({cfg.dataset.name} is not on this machine, so its known shape is used: "
                 f"{str(exc).splitlines()[0]})")
-    if (cfg.task or cfg.model.get("task")) in INPUT_TARGET_TASKS:  # outputs shaped as the inputs
-        num_outputs = math.prod(input_shape)
+    task = cfg.task or cfg.model.get("task")
+    if task:  # e.g. outputs shaped as the inputs (autoencoders)
+        num_outputs = TASKS.get(task).model_outputs(input_shape, num_outputs)
     known = data if not note else None  # the fallback shapes are images: no tokens, no vocabulary
     model = build_model(OmegaConf.to_container(cfg.model, resolve=True), input_shape, num_outputs, cfg.dataset.name,
                         getattr(known, "tokens", False), getattr(known, "vocab", None))

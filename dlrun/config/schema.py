@@ -11,6 +11,7 @@ Nothing here imports torch.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Optional, Union
 
@@ -203,3 +204,18 @@ class Config:
     scheduler: Scheduler
     loss: Loss
     logger: Logger
+
+
+def settings(schema: type, node) -> object:
+    """An instance of a schema dataclass from a config mapping (nested schemas too): the one settings object
+    a component takes (`Trainer`'s for the trainer and its loop), checked already by `validate`."""
+    import typing
+    from collections.abc import Mapping
+
+    hints = typing.get_type_hints(schema)
+    values = {}
+    for f in dataclasses.fields(schema):
+        value = node[f.name]
+        sub = next((a for a in (hints[f.name], *typing.get_args(hints[f.name])) if dataclasses.is_dataclass(a)), None)
+        values[f.name] = settings(sub, value) if sub is not None and isinstance(value, Mapping) else value
+    return schema(**values)

@@ -1,7 +1,6 @@
 """What every dataset builder returns: three splits plus what a model needs to adapt to them."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -9,7 +8,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlrun.errors import DlrunError
 from dlrun.registry import DATASETS
-from dlrun.tasks.base import INPUT_TARGET_TASKS
 
 
 @dataclass
@@ -53,27 +51,11 @@ class DataBundle:
         self._mean, self._std = self._mean.to(device), self._std.to(device)
         return self
 
-    def adapt_to_task(self, task: str) -> None:
-        """Shape the targets for `task`: class indices -> a 0/1 column for binary, checks for the rest."""
-        if task == self.task:
-            return
-        if task in INPUT_TARGET_TASKS:  # the input is the target; the labels stay for plots and studies
-            self.num_outputs = math.prod(self.input_shape)
-        elif task == "binary" and self.task == "multiclass":
-            if self.num_outputs != 2:
-                raise DlrunError(f"task=binary needs two classes, and this dataset has {self.num_outputs}; "
-                                 "use task=multiclass, or pick two classes (e.g. dataset.classes=[3,8] for digits).")
-            for s in (self.train, self.val, self.test):
-                s.y = s.y.float().unsqueeze(1)
-            self.num_outputs = 1
-        elif task == "multiclass" and self.task == "binary":
-            for s in (self.train, self.val, self.test):
-                s.y = s.y.squeeze(1).long()
-            self.num_outputs = 2
-        else:
-            raise DlrunError(f"task={task} does not fit the {self.task} targets of this dataset; "
-                             f"leave task unset to use {self.task}.")
-        self.task = task
+    def describe(self) -> dict:
+        """What it takes to prepare new inputs as this data's were, without the data (for checkpoints)."""
+        return {"input_shape": list(self.input_shape), "input_dtype": str(self.train.x.dtype).removeprefix("torch."),
+                "num_outputs": self.num_outputs, "tokens": self.tokens, "scale": self.scale, "mean": self.mean,
+                "std": self.std, "classes": self.classes, "vocab": self.vocab}
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Raw batch -> normalised float batch. Done per batch so images can stay uint8 (4x less memory)."""

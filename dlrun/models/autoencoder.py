@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from dlrun.errors import DlrunError
+from dlrun.models.base import Model
 from dlrun.models.layers import activation as make_activation
 from dlrun.models.layers import init_weights
 from dlrun.registry import register_model
@@ -94,8 +95,10 @@ class Autoencoder(nn.Module):
 
 
 @register_model("vae")
-class VAE(nn.Module):
+class VAE(Model):
     """Variational autoencoder: a Gaussian code per input, sampled while training, KL to N(0, I) in the loss."""
+
+    can_sample = True  # sample(n): inputs decoded from the prior
 
     def __init__(self, input_shape: Sequence[int], num_outputs: int, kind: str = "dense",
                  hidden: Sequence[int] = (256,), channels: Sequence[int] = (32, 64), latent: int = 8,

@@ -17,12 +17,15 @@ from torch.nn import functional as F
 
 from dlrun.errors import DlrunError
 from dlrun.models.autoencoder import dense_stack
+from dlrun.models.base import Model
 from dlrun.registry import register_model
 
 
 @register_model("gan")
-class GAN(nn.Module):
+class GAN(Model):
     """GAN: dense generator (noise -> input) and discriminator (input -> real or fake), trained in alternation."""
+
+    updates_itself = True  # train_step: one discriminator step, then one generator step
 
     def __init__(self, input_shape: Sequence[int], num_outputs: int, latent: int = 32,
                  hidden: Sequence[int] = (128, 256), d_hidden: Sequence[int] = (256, 128), slope: float = 0.2):

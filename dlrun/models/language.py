@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from dlrun.errors import DlrunError
+from dlrun.models.base import Model
 from dlrun.models.transformer import sinusoidal_encoding
 from dlrun.registry import register_model
 
@@ -19,10 +20,11 @@ CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
 @register_model("charlm")
-class CharLM(nn.Module):
+class CharLM(Model):
     """Character language model: embedding, then lstm | gru | rnn | causal transformer, next-token scores."""
 
     takes_tokens = True  # integer token ids, not normalised floats
+    can_sample = True  # sample(prompt): text after a prompt
 
     def __init__(self, input_shape: Sequence[int], num_outputs: int, cell: str = "lstm", embedding: int = 32,
                  hidden: int = 128, layers: int = 1, heads: int = 4, dropout: float = 0.0,

@@ -22,6 +22,7 @@ from torch import nn
 
 from dlrun.train.checkpoint import safe_load
 from dlrun.errors import DlrunError, did_you_mean
+from dlrun.models.base import Model
 from dlrun.registry import register_model
 
 NEEDS_NO_AUX = {"googlenet", "inception_v3"}  # their auxiliary heads would change the output in training
@@ -74,7 +75,7 @@ def read_weights(path: str) -> dict[str, torch.Tensor]:
 
 
 @register_model("tv")
-class TorchvisionModel(nn.Module):
+class TorchvisionModel(Model):
     """Any torchvision classifier by name (model.arch), local weights, new head, freezing, head/backbone lrs."""
 
     def __init__(self, input_shape: Sequence[int], num_outputs: int, arch: str = "resnet18", weights: str | None = None,

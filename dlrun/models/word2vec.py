@@ -2,7 +2,7 @@
 
 The score of a (centre, context) pair is the dot product of the two vectors; trained with a sigmoid
 against real and noise pairs (dataset=skipgram), words used in similar contexts get similar centre
-vectors. Those are the embeddings: `neighbours()` ranks words by cosine similarity.
+vectors. Those are the embeddings (`embeddings()`), written with each word's nearest neighbours after the test.
 """
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ import torch
 from torch import nn
 
 from dlrun.errors import DlrunError
+from dlrun.models.base import Model
 from dlrun.registry import register_model
 
 
 @register_model("word2vec")
-class Word2Vec(nn.Module):
+class Word2Vec(Model):
     """word2vec skip-gram: centre and context embeddings, a pair's score is their dot product (dataset=skipgram)."""
 
     takes_tokens = True  # (centre, context) word ids
@@ -36,11 +37,6 @@ class Word2Vec(nn.Module):
         """(batch, 2) word ids -> (batch, 1) scores: the logit that the context word really appears near the centre."""
         return (self.centre(pairs[:, 0]) * self.context(pairs[:, 1])).sum(dim=1, keepdim=True)
 
-    @torch.no_grad()
-    def neighbours(self, word_ids: torch.Tensor, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
-        """The k words whose centre vectors are closest in cosine similarity to each of `word_ids` (itself excluded):
-        (similarities, ids), each (len(word_ids), k)."""
-        vectors = nn.functional.normalize(self.centre.weight, dim=1)
-        sims = vectors[word_ids] @ vectors.T
-        sims[torch.arange(len(word_ids)), word_ids] = -2.0  # never a word's own neighbour
-        return sims.topk(k, dim=1)
+    def embeddings(self) -> torch.Tensor:
+        """The centre vectors: the word embeddings (embeddings.tsv, neighbours.txt)."""
+        return self.centre.weight.detach()

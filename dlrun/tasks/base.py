@@ -1,123 +1,169 @@
-"""What is being learned decides the output layer, the loss and the metrics (seed 004's table).
+"""What is being learned decides the last layer, the loss, the metrics and what is written after the test
+(seed 004's table). One class per task, one file each in this package, registered by name with
+`@register_task`; outside these classes no code asks which task it is.
 
-| task       | targets                 | last layer | loss (default first)          |
-|------------|-------------------------|------------|-------------------------------|
-| multiclass | one class index         | softmax    | cross_entropy                 |
-| binary     | 0 or 1                  | sigmoid    | bce                           |
-| multilabel | several 0/1 per sample  | sigmoid    | bce                           |
-| regression | real numbers            | linear     | mse, mae, huber               |
-| reconstruction | the input itself    | linear     | mse, mae                      |
-| next_token | the next token, per step | softmax per step | cross_entropy            |
-| generation | real inputs (to compare) | a new input | mmd (evaluation only)         |
+| task           | targets                  | last layer       | loss (default first) |
+|----------------|--------------------------|------------------|----------------------|
+| multiclass     | one class index          | softmax          | cross_entropy        |
+| binary         | 0 or 1                   | sigmoid          | bce, mse             |
+| multilabel     | several 0/1 per sample   | sigmoid          | bce                  |
+| regression     | real numbers             | linear           | mse, mae, huber      |
+| reconstruction | the input itself         | linear           | mse, mae             |
+| next_token     | the next token, per step | softmax per step | cross_entropy        |
+| generation     | real inputs (to compare) | a new input      | mmd (scores only)    |
 
-Reconstruction (autoencoders) takes the normalised input batch as the target, before augmentation:
-with `dataset.augment=[noise]` the model sees a corrupted input and must return the clean one (denoising).
-Models output raw scores (logits); the softmax or sigmoid lives inside the loss
-(`CrossEntropyLoss`, `BCEWithLogitsLoss`), which is the numerically stable form of the same thing.
+Models output raw scores (logits); the softmax or sigmoid lives inside the loss (`CrossEntropyLoss`,
+`BCEWithLogitsLoss`), the numerically stable form of the same thing.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import math
+from pathlib import Path
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
 
 from dlrun.errors import DlrunError
+from dlrun.models.base import embeddings
+from dlrun.registry import TASKS
+from dlrun.train.checkpoint import atomic_write
 
-TASKS = ("multiclass", "binary", "multilabel", "regression", "reconstruction", "next_token", "generation")
-LOSSES = {"multiclass": ("cross_entropy",), "binary": ("bce", "mse"), "multilabel": ("bce",),
-          "regression": ("mse", "mae", "huber"), "reconstruction": ("mse", "mae"),
-          "next_token": ("cross_entropy",), "generation": ("mmd",)}
-INPUT_TARGET_TASKS = ("reconstruction", "generation")  # the target is the (normalised) input itself
-OUTPUT = {"multiclass": "softmax", "binary": "sigmoid", "multilabel": "sigmoid", "regression": "linear",
-          "reconstruction": "linear", "next_token": "softmax", "generation": "linear"}
-
-
-class StepCrossEntropy(nn.CrossEntropyLoss):
-    """Cross-entropy of (batch, steps, vocab) scores against (batch, steps) tokens, averaged over every step."""
-
-    def forward(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return super().forward(out.flatten(0, 1), y.flatten())
+LOSSES: dict[str, Callable[[dict], nn.Module]] = {  # loss=NAME -> the torch.nn loss, from loss.* options
+    "cross_entropy": lambda o: nn.CrossEntropyLoss(label_smoothing=o.get("label_smoothing", 0.0)),
+    "bce": lambda o: nn.BCEWithLogitsLoss(), "mse": lambda o: nn.MSELoss(), "mae": lambda o: nn.L1Loss(),
+    "huber": lambda o: nn.HuberLoss(delta=o.get("delta", 1.0)),
+}
 
 
-class MMD(nn.Module):
-    """Squared maximum mean discrepancy (Gretton et al. 2012) between two samples, unbiased, with a sum of
-    Gaussian kernels at bandwidths 0.5, 1, 2 and 4 times the square root of the number of features.
-    About 0 when both come from one distribution, larger the more they differ; it needs no trained network."""
+@dataclasses.dataclass
+class Artifacts:
+    """What a task's files after the test are made from."""
 
-    SCALES = (0.5, 1.0, 2.0, 4.0)
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        a, b = a.flatten(1).float(), b.flatten(1).float()
-        n, m = len(a), len(b)
-        if n < 2 or m < 2:
-            return torch.zeros((), device=a.device)
-        z = torch.cat([a, b])
-        d2 = torch.cdist(z, z).pow(2)
-        k = sum(torch.exp(-d2 / (2 * (s * s * a.shape[1]))) for s in self.SCALES)
-        kaa, kbb, kab = k[:n, :n], k[n:, n:], k[:n, n:]
-        return ((kaa.sum() - kaa.diagonal().sum()) / (n * (n - 1)) + (kbb.sum() - kbb.diagonal().sum()) / (m * (m - 1))
-                - 2 * kab.mean())
+    model: nn.Module
+    data: object  # the DataBundle
+    outputs: list  # (outputs, targets) per test batch, as the test pass computed them
+    run_dir: Path
+    plotter: object  # dlrun.plotter.Plotter
+    title: str  # "MODEL on DATASET"
+    seed: int
+    say: Callable[[str], None]  # a line for the console (a no-op when it is off)
 
 
-@dataclass
 class Task:
-    name: str
-    loss_name: str
-    loss_fn: nn.Module
+    """A task: its losses, the target of a batch, predictions for accuracy, test metrics and artifacts."""
 
-    @property
-    def classification(self) -> bool:
-        return self.name != "regression" and self.name not in INPUT_TARGET_TASKS
+    name: ClassVar[str]
+    losses: ClassVar[tuple[str, ...]]  # the losses that fit; the first is loss=auto's
+    output: ClassVar[str]  # the last layer's activation, in words
+    classification: ClassVar[bool] = False  # accuracy is tracked per step and per epoch
+    target_is_input: ClassVar[bool] = False  # the target is the (normalised) input, taken before augmentation
 
+    def __init__(self, loss_name: str, loss_fn: nn.Module):
+        self.loss_name, self.loss_fn = loss_name, loss_fn
+
+    # ---- building ------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, loss: dict, num_outputs: int) -> "Task":
+        """The task with its loss (`loss`: the loss config); a loss that cannot fit is refused, saying why."""
+        options = dict(loss)
+        name = options.pop("name")
+        name = cls.losses[0] if name == "auto" else name
+        if name not in cls.losses:
+            raise DlrunError(f"loss={name} does not fit task={cls.name}: {cls.loss_hint(name, num_outputs)}.")
+        return cls(name, cls.make_loss(name, options, num_outputs))
+
+    @classmethod
+    def loss_hint(cls, name: str, num_outputs: int) -> str:
+        return f"task={cls.name} takes loss={' or '.join(cls.losses)}"
+
+    @classmethod
+    def make_loss(cls, name: str, options: dict, num_outputs: int) -> nn.Module:
+        return LOSSES[name](options)
+
+    @classmethod
+    def model_outputs(cls, input_shape: tuple, num_outputs: int) -> int:
+        """How many outputs the model needs for data with these shapes (the input's size when it is the target)."""
+        return math.prod(input_shape) if cls.target_is_input else num_outputs
+
+    @classmethod
+    def adapt(cls, data) -> None:
+        """Shape the data's targets for this task, or refuse data whose targets cannot be this task's."""
+        if data.task != cls.name:
+            raise DlrunError(f"task={cls.name} does not fit the {data.task} targets of this dataset; "
+                             f"leave task unset to use {data.task}.")
+
+    # ---- training ------------------------------------------------------------------------------
     def target(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """What the output is compared with: the labels, or the (normalised) input itself for reconstruction
-        and for generation (whose outputs are compared as a sample with the real batch)."""
-        return x if self.name in INPUT_TARGET_TASKS else y
+        """What the output is compared with: the labels, or the normalised input itself."""
+        return x if self.target_is_input else y
 
     def predict(self, out: torch.Tensor) -> torch.Tensor:
-        """Class indices (multiclass), 0/1 (binary, multilabel) or the values themselves (regression)."""
-        if self.name in ("multiclass", "next_token"):
-            return out.argmax(dim=-1)  # next_token: (batch, steps, vocab) -> a token per step
-        if self.name in ("binary", "multilabel"):
-            return (out > 0).to(out.dtype) if self.loss_name == "bce" else (out > 0.5).to(out.dtype)
+        """The predictions that accuracy counts (classification tasks)."""
         return out
-
-    def correct(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Right predictions in a batch, on the device; multilabel counts the fraction of labels right."""
-        return self.hits(self.predict(out), y).sum()
 
     @staticmethod
     def hits(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per sample: 1 for a right prediction (multilabel: the fraction of its labels right), else 0."""
+        """Per sample: 1 for a right prediction (several labels or steps: the fraction right), else 0."""
         hit = (pred == y).float()
         return hit.mean(dim=1) if hit.dim() > 1 else hit
 
+    def correct(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Right predictions in a batch, on the device."""
+        return self.hits(self.predict(out), y).sum()
 
-def build_task(task: str, loss: dict, num_outputs: int) -> Task:
-    """The task (inferred or chosen) with its loss; a loss that cannot fit the task is refused."""
-    if task not in TASKS:
-        raise DlrunError(f"unknown task '{task}'. Choose one of {', '.join(TASKS)}.")
-    loss = dict(loss)
-    name = loss.pop("name")
-    if name == "auto":
-        name = LOSSES[task][0]
-    if name not in LOSSES[task]:
-        hint = {
-            ("multiclass", "bce"): "bce (sigmoid outputs) is for binary or multi-label targets; a single-label "
-                                   f"{num_outputs}-class problem uses loss=cross_entropy (softmax outputs)",
-            ("binary", "cross_entropy"): "cross-entropy needs one output per class, and a binary task has a single "
-                                         "output; use loss=bce (sigmoid output), or task=multiclass for 2 softmax outputs",
-        }.get((task, name), f"task={task} takes loss={' or '.join(LOSSES[task])}")
-        raise DlrunError(f"loss={name} does not fit task={task}: {hint}.")
-    if name == "cross_entropy" and num_outputs < 2:
-        raise DlrunError("loss=cross_entropy on a single output cannot learn (softmax of one value is always 1); "
-                         "use task=binary with loss=bce.")
-    if task == "generation":
-        return Task(task, name, MMD())
-    if task == "next_token":
-        return Task(task, name, StepCrossEntropy(label_smoothing=loss.get("label_smoothing", 0.0)))
-    fn = {"cross_entropy": lambda: nn.CrossEntropyLoss(label_smoothing=loss.get("label_smoothing", 0.0)),
-          "bce": nn.BCEWithLogitsLoss, "mse": nn.MSELoss, "mae": nn.L1Loss,
-          "huber": lambda: nn.HuberLoss(delta=loss.get("delta", 1.0))}[name]()
-    return Task(task, name, fn)
+    # ---- after training --------------------------------------------------------------------------
+    def metrics(self, out: torch.Tensor, y: torch.Tensor, classes: list[str] | None) -> tuple[dict, dict]:
+        """(test metrics by name, other summary entries) from the whole test split's outputs and targets."""
+        return {}, {}
+
+    def artifacts(self, a: Artifacts, summary: dict) -> None:
+        """The task's own files after the test (a confusion matrix, reconstructions, samples)."""
+
+    def write_artifacts(self, a: Artifacts, summary: dict) -> None:
+        """The task's files, then those of the model's own hooks (word embeddings)."""
+        self.artifacts(a, summary)
+        vectors = embeddings(a.model)
+        if vectors is not None and a.data.vocab is not None:
+            summary["neighbours"] = write_embeddings(vectors, a.data.vocab, a.run_dir)
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: the task is found as task=NAME (its `name`), its docstring's first line describes it."""
+    TASKS.register(cls.name)(cls)
+    return cls
+
+
+def build_task(name: str, loss: dict, num_outputs: int) -> Task:
+    """The task called `name` with its loss."""
+    return TASKS.get(name).build(loss, num_outputs)
+
+
+def nearest(vectors: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k rows of `vectors` closest in cosine similarity to each row in `ids` (itself excluded):
+    (similarities, indices), each (len(ids), k)."""
+    unit = nn.functional.normalize(vectors.float(), dim=1)
+    sims = unit[ids] @ unit.T
+    sims[torch.arange(len(ids)), ids] = -2.0  # never a row's own neighbour
+    return sims.topk(k, dim=1)
+
+
+def write_embeddings(vectors: torch.Tensor, vocab: list[str], run_dir: Path, top: int = 10, k: int = 5) -> dict:
+    """embeddings.tsv (a word and its vector per line) and neighbours.txt (the `k` nearest words, by cosine
+    similarity, of the `top` most frequent ones); returns those neighbours for the summary."""
+    vectors = vectors.detach().float().cpu()
+    lines = [w + "\t" + "\t".join(f"{v:.5g}" for v in vec.tolist()) for w, vec in zip(vocab, vectors)]
+    atomic_write(run_dir / "embeddings.tsv", lambda f: f.write(("\n".join(lines) + "\n").encode()), durable=False)
+    ids = torch.arange(min(top, len(vocab)))
+    sims, near = nearest(vectors, ids, min(k, len(vocab) - 1))
+    found = {vocab[i]: [vocab[j] for j in row] for i, row in zip(ids.tolist(), near.tolist())}
+    text = "".join(f"{w}: " + ", ".join(f"{n} ({s:.2f})" for n, s in zip(found[w], srow)) + "\n"
+                   for w, srow in zip(found, sims.tolist()))
+    atomic_write(run_dir / "neighbours.txt", lambda f: f.write(text.encode()), durable=False)
+    return found
+
+
+def is_image(shape: tuple) -> bool:
+    """Whether inputs of this shape are images a grid can show: (C, H, W) with one or three channels."""
+    return len(shape) == 3 and shape[0] in (1, 3)

@@ -9,10 +9,13 @@ from dlrun.train.run_folder import log
 
 
 class Callback:
-    def on_fit_start(self, trainer) -> None: ...
-    def on_epoch_end(self, trainer, logs: dict) -> None: ...
-    def on_fit_end(self, trainer, summary: dict) -> None: ...
-    def state_dict(self) -> dict: return {}
+    """A hook into the trainer; every method is called by it (Keras' callbacks, Lightning's hooks)."""
+
+    def on_fit_start(self, trainer) -> None: ...  # before the first epoch (of this process: also on resume)
+    def on_epoch_end(self, trainer, logs: dict) -> None: ...  # after each epoch, with its metrics row
+    def on_fit_end(self, trainer) -> None: ...  # when the epochs are done or training stopped early
+    def on_run_end(self, trainer, summary: dict) -> None: ...  # the run is over, whatever its outcome
+    def state_dict(self) -> dict: return {}  # what a checkpoint keeps of it
     def load_state_dict(self, state: dict) -> None: ...
 
 
@@ -92,7 +95,7 @@ class LoggerCallback(Callback):
         for lg in self.loggers:
             lg.log_epoch(logs)
 
-    def on_fit_end(self, trainer, summary: dict) -> None:
+    def on_run_end(self, trainer, summary: dict) -> None:
         for lg in self.loggers:
             lg.finish(summary)
 

@@ -179,8 +179,9 @@ class TensorBoardLogger(Logger):
         import torch
 
         t = self.trainer
-        split = t.data.val if len(t.data.val) else t.data.train
-        x = t.data.prepare(split.x[:1].to(t.device))
+        x = t.loop.example_input()
+        if x is None:
+            return
         was_training = t.model.training
         t.model.eval()
         try:

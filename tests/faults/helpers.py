@@ -59,7 +59,7 @@ def after_step(step: int, action: str) -> str:
     """A patch that runs `action` (Python; `self` is the trainer) right after optimizer step `step`."""
     return f"""
 import os, signal
-from dlrun.train.trainer import Trainer
+from dlrun.train.loop import SupervisedLoop as Trainer
 _step = Trainer._step
 def step_then_act(self, x, y):
     out = _step(self, x, y)
@@ -73,7 +73,7 @@ Trainer._step = step_then_act
 def poison_losses(*calls: int) -> str:
     """A patch that makes the training loss NaN on the given training batches (1 = the run's first)."""
     return f"""
-from dlrun.train.trainer import Trainer
+from dlrun.train.loop import SupervisedLoop as Trainer
 _init = Trainer.__init__
 def init(self, *a, **k):
     _init(self, *a, **k)

@@ -16,7 +16,7 @@ needs_fashion = pytest.mark.skipif(not FASHION.exists(), reason="needs Debian's 
 # a worker that serves an item in epoch 2 kills itself.
 WORKER_KILLED_IN_EPOCH_2 = """
 import os, signal, tempfile, torch.utils.data as tud
-from dlrun.train.trainer import Trainer
+from dlrun.train.loop import SupervisedLoop as Trainer
 FLAG = os.path.join(tempfile.gettempdir(), f"dlrun-epoch2-{os.getpid()}")
 _epoch = Trainer._train_epoch
 def train_epoch(self, epoch):

@@ -4,12 +4,11 @@ import math
 import pytest
 import torch
 
-from conftest import assert_clean_error, read_json, read_jsonl, run_dlrun
+from conftest import assert_clean_error, read_json, read_jsonl, run_dlrun, supervised_trainer
 from dlrun.data import DataBundle, Split
 from dlrun.errors import DlrunError
 from dlrun.registry import create_model
 from dlrun.tasks.base import build_task
-from dlrun.train.trainer import Trainer
 from faults.helpers import TINY, finite_weights, load, poison_losses, run_patched
 
 
@@ -50,17 +49,18 @@ def test_on_nonfinite_skip_skips_and_counts(tmp_path):
 
 
 # ---- the step itself, in process -------------------------------------------------------------------
-def trainer(tmp_path, optimizer="sgd", **kw) -> Trainer:
+def trainer(tmp_path, optimizer="sgd", **kw):
+    """The loop of a Trainer (its `trainer` attribute saves): one batch of 16, a 3-class MLP with batch norm."""
     torch.manual_seed(0)
     x, y = torch.randn(16, 4) * 100, torch.randint(0, 3, (16,))  # large inputs: large gradients
     data = DataBundle(Split(x, y), Split(x, y), Split(x, y), input_shape=(4,), num_outputs=3)
     model = create_model("mlp", input_shape=(4,), num_outputs=3, hidden=[8], norm="batch")
     opt = torch.optim.SGD(model.parameters(), lr=1.0) if optimizer == "sgd" else torch.optim.Adam(model.parameters())
-    return Trainer(model, opt, None, "epoch", build_task("multiclass", {"name": "auto"}, 3), data, epochs=1,
-                   batch_size=16, device=torch.device("cpu"), run_dir=tmp_path, **kw)
+    return supervised_trainer(model, opt, build_task("multiclass", {"name": "auto"}, 3), data, tmp_path,
+                              batch_size=16, **kw).loop
 
 
-def snapshot(t: Trainer) -> dict:
+def snapshot(t) -> dict:
     return {k: v.clone() for k, v in t.model.state_dict().items()}
 
 
@@ -89,7 +89,7 @@ def test_gradient_clipping_bounds_the_update(tmp_path, setting):
 
 
 def test_weights_reached_by_a_non_finite_gradient_are_never_saved(tmp_path):
-    t = trainer(tmp_path)
+    t = trainer(tmp_path).trainer
     path = tmp_path / "checkpoints" / "last.pt"
     t.save(path)
     good = path.read_bytes()

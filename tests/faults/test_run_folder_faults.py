@@ -21,7 +21,7 @@ def files(run):
 
 SLOW_EPOCHS = """
 import time
-from dlrun.train.trainer import Trainer
+from dlrun.train.loop import SupervisedLoop as Trainer
 _epoch = Trainer._train_epoch
 def slow_epoch(self, epoch):
     time.sleep(1.5)
@@ -100,7 +100,7 @@ def test_deleted_checkpoints_never_make_a_mixed_summary(tmp_path):
     run = tmp_path / "run"
     patch = ("from dlrun.train.callbacks import ModelCheckpoint\n"
              "ModelCheckpoint.improved = lambda self, value: self.best_epoch == 0  # epoch 1 is the best\n"
-             + after_step(60, "import shutil; shutil.rmtree(self.run_dir / 'checkpoints')"))
+             + after_step(60, "import shutil; shutil.rmtree(self.trainer.run_dir / 'checkpoints')"))
     proc = run_patched(patch, *TINY, f"hydra.run.dir={run}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = read_json(run / "summary.json")

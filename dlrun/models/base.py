@@ -1,0 +1,71 @@
+"""What a model can do beyond its forward, declared by the model: the base class `Model` and its hooks.
+
+A model that needs a hook subclasses `Model` and says so with a class attribute or by overriding a method;
+the trainer and the tasks read them through the functions below (`isinstance`, never `hasattr`). Any other
+`nn.Module` (a plugin's `nn.Sequential`, say) gets the defaults.
+
+| hook | declared by | used for |
+|---|---|---|
+| `takes_tokens` | class attribute | reads integer token ids (text), fed as they are, never normalised (charlm, word2vec) |
+| `updates_itself`, `train_step(x, optimizer)` | class attribute + method | the model makes its own update (the GAN's two steps) |
+| `param_groups(lr)` | method | the optimizer's parameter groups, e.g. own learning rates for head and backbone (tv) |
+| `aux_loss` | attribute its forward sets | a term added to the loss, Keras' `add_loss` (the VAE's KL) |
+| `can_sample`, `sample(...)` | class attribute + method | new inputs: images from the prior (VAE), text after a prompt (charlm) |
+| `embeddings()` | method | one vector per vocabulary entry, written after the test (word2vec) |
+"""
+from __future__ import annotations
+
+from typing import ClassVar, Iterable
+
+import torch
+from torch import nn
+
+
+class Model(nn.Module):
+    """An nn.Module with dlrun's optional hooks; each default means "this model does not do that"."""
+
+    takes_tokens: ClassVar[bool] = False
+    updates_itself: ClassVar[bool] = False
+    can_sample: ClassVar[bool] = False
+    aux_loss: torch.Tensor | None = None  # set by forward when the model adds a term to the loss
+
+    def train_step(self, x: torch.Tensor, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        """Update the weights for one batch and return the (detached) loss; only when `updates_itself`."""
+        raise NotImplementedError
+
+    def param_groups(self, lr: float | None) -> Iterable:
+        """The optimizer's parameter groups (`lr`: optimizer.lr); by default all parameters, one group."""
+        return self.parameters()
+
+    def sample(self, *args, **kwargs) -> torch.Tensor:
+        """New inputs made by the model; only when `can_sample`."""
+        raise NotImplementedError
+
+    def embeddings(self) -> torch.Tensor | None:
+        """(vocabulary, dim) vectors to write after the test, or None."""
+        return None
+
+
+def is_token_model(builder) -> bool:
+    """Whether a registered builder (a Model class or a function) reads token ids."""
+    return isinstance(builder, type) and issubclass(builder, Model) and builder.takes_tokens
+
+
+def updates_itself(model: nn.Module) -> bool:
+    return isinstance(model, Model) and model.updates_itself
+
+
+def can_sample(model: nn.Module) -> bool:
+    return isinstance(model, Model) and model.can_sample
+
+
+def param_groups(model: nn.Module, lr: float | None) -> Iterable:
+    return model.param_groups(lr) if isinstance(model, Model) else model.parameters()
+
+
+def aux_loss(model: nn.Module) -> torch.Tensor | None:
+    return model.aux_loss if isinstance(model, Model) else None
+
+
+def embeddings(model: nn.Module) -> torch.Tensor | None:
+    return model.embeddings() if isinstance(model, Model) else None

@@ -1,0 +1,25 @@
+"""A model from its config, for a dataset's shapes: one place for the CLI, the API, `dlrun summary` and predict."""
+from __future__ import annotations
+
+from torch import nn
+
+from dlrun.errors import DlrunError
+from dlrun.models.base import is_token_model
+from dlrun.registry import MODELS, create_model
+
+
+def build_model(model_cfg: dict, input_shape, num_outputs: int, dataset: str, tokens: bool = False,
+                vocab: list[str] | None = None) -> nn.Module:
+    """A model from its config (`name`, its own keys, and `task`, which is the runner's) for a dataset's shapes.
+    Only models that declare `takes_tokens` read token ids (text), and they read nothing else; a vocabulary
+    (word pairs) sizes their embeddings."""
+    kw = dict(model_cfg)
+    name = kw.pop("name")
+    kw.pop("task", None)
+    if tokens != is_token_model(MODELS.get(name)):
+        raise DlrunError(f"model={name} does not fit dataset={dataset}: " + (
+            "it gives token ids (text), which model=charlm (dataset=text) or model=word2vec (dataset=skipgram) "
+            "reads." if tokens else f"model={name} reads token ids, from a text dataset."))
+    if vocab is not None:
+        kw["vocab_size"] = len(vocab)
+    return create_model(name, input_shape=input_shape, num_outputs=num_outputs, **kw)

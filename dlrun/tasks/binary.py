@@ -1,0 +1,44 @@
+"""Two classes from one sigmoid output: moons, circles, the seeds' student toy, dataset.classes=[3,8]."""
+from __future__ import annotations
+
+import torch
+
+from dlrun.errors import DlrunError
+from dlrun.tasks.base import Artifacts, Task, register_task
+from dlrun.tasks.metrics import classification_metrics, confusion_matrix
+from dlrun.tasks.multiclass import draw_confusion
+
+
+@register_task
+class Binary(Task):
+    """0 or 1 from one sigmoid output (binary cross-entropy)"""
+
+    name, losses, output, classification = "binary", ("bce", "mse"), "sigmoid", True
+
+    @classmethod
+    def loss_hint(cls, name: str, num_outputs: int) -> str:
+        if name == "cross_entropy":
+            return ("cross-entropy needs one output per class, and a binary task has a single output; use "
+                    "loss=bce (sigmoid output), or task=multiclass for 2 softmax outputs")
+        return super().loss_hint(name, num_outputs)
+
+    @classmethod
+    def adapt(cls, data) -> None:
+        if data.task == "multiclass":  # two classes -> one 0/1 column
+            if data.num_outputs != 2:
+                raise DlrunError(f"task=binary needs two classes, and this dataset has {data.num_outputs}; "
+                                 "use task=multiclass, or pick two classes (e.g. dataset.classes=[3,8] for digits).")
+            for s in (data.train, data.val, data.test):
+                s.y = s.y.float().unsqueeze(1)
+            data.num_outputs, data.task = 1, cls.name
+        super().adapt(data)
+
+    def predict(self, out: torch.Tensor) -> torch.Tensor:
+        return (out > (0 if self.loss_name == "bce" else 0.5)).to(out.dtype)  # a logit, or an MSE-fit value
+
+    def metrics(self, out, y, classes):
+        cm = confusion_matrix(self.predict(out).flatten(), y.flatten(), 2)
+        return classification_metrics(cm), {"confusion_matrix": cm.tolist()}
+
+    def artifacts(self, a: Artifacts, summary: dict) -> None:
+        draw_confusion(a, summary)

@@ -1,0 +1,20 @@
+"""Several 0/1 labels per sample, one sigmoid each: label accuracy and macro precision/recall/F1."""
+from __future__ import annotations
+
+import torch
+
+from dlrun.tasks.base import Task, register_task
+from dlrun.tasks.metrics import multilabel_metrics
+
+
+@register_task
+class Multilabel(Task):
+    """several 0/1 labels per sample (a sigmoid each, binary cross-entropy)"""
+
+    name, losses, output, classification = "multilabel", ("bce",), "sigmoid", True
+
+    def predict(self, out: torch.Tensor) -> torch.Tensor:
+        return (out > 0).to(out.dtype)
+
+    def metrics(self, out, y, classes):
+        return multilabel_metrics(self.predict(out), y), {}

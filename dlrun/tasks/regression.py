@@ -1,0 +1,15 @@
+"""Real-valued targets from a linear output: MSE, MAE and R²."""
+from __future__ import annotations
+
+from dlrun.tasks.base import Task, register_task
+from dlrun.tasks.metrics import regression_metrics
+
+
+@register_task
+class Regression(Task):
+    """real numbers from a linear output (mse, mae, huber)"""
+
+    name, losses, output = "regression", ("mse", "mae", "huber"), "linear"
+
+    def metrics(self, out, y, classes):
+        return regression_metrics(out.flatten(1), y.flatten(1)), {}

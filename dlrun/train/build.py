@@ -1,0 +1,131 @@
+"""The build stage of a run: from the composed config to data, task, model, optimizer, schedule, loop,
+callbacks, loggers and trainer. Each function builds one thing and checks what it can before work starts."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+import dlrun
+from dlrun.config.schema import Trainer as TrainerSettings
+from dlrun.config.schema import settings
+from dlrun.data import DataBundle, build_dataset
+from dlrun.data.augment import Augment, parse_augment
+from dlrun.data.loader import Batches
+from dlrun.errors import DlrunError
+from dlrun.models.base import param_groups, updates_itself
+from dlrun.models.build import build_model
+from dlrun.models.summary import count_params, print_summary
+from dlrun.registry import LOGGERS, TASKS
+from dlrun.tasks.base import Task
+from dlrun.train.callbacks import EarlyStopping, LoggerCallback, ModelCheckpoint, RunLogCallback
+from dlrun.train.device import set_backends
+from dlrun.train.loop import SupervisedLoop
+from dlrun.train.optim import build_optimizer, build_scheduler
+from dlrun.train.trainer import Trainer
+
+
+@dataclasses.dataclass
+class Job:
+    """Everything a training job is made of, built by `build` and used by the later stages."""
+
+    cfg: DictConfig
+    run_dir: Path
+    console: Console
+    data: DataBundle
+    task: Task
+    trainer: Trainer
+    checkpoint: ModelCheckpoint
+    resumed: dict = dataclasses.field(default_factory=dict)  # what a resume changed: key -> (old, new)
+    failure: DlrunError | None = None  # why the run failed, raised once its summary is written
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.trainer.model
+
+
+def build(cfg: DictConfig, run_dir: Path, device: torch.device, console: Console) -> Job:
+    """Data, task, model, optimizer, schedule, loop, callbacks and trainer for `cfg`."""
+    tset = settings(TrainerSettings, cfg.trainer)
+    data, task, augment = build_data(cfg, device)
+    model = build_sized_model(cfg, data).to(device)
+    check_own_update(cfg, model, tset)
+    if tset.summary and cfg.logger.console:
+        print_summary(model, data.input_shape, console, device)
+    set_backends(device, tset.tf32, tset.cudnn_benchmark, tset.deterministic)
+    if tset.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if tset.compile:
+        model.compile()  # in place: the first step compiles (seconds); state_dict keys stay as they are
+    optimizer = build_optimizer(cfg.optimizer, param_groups(model, cfg.optimizer.get("lr")))
+    batches = Batches(device, tset.batch_size, cfg.seed, tset.limit_batches, cfg.dataset.get("in_memory", True),
+                      cfg.dataset.get("num_workers", 0))
+    scheduler, interval = build_scheduler(cfg.scheduler, optimizer, tset.epochs, batches.count(data.train))
+    loop = SupervisedLoop(model, optimizer, task, data, batches, tset, scheduler, interval, augment)
+    checkpoint = ModelCheckpoint(run_dir / "checkpoints", tset.checkpoint.monitor)
+    trainer = Trainer(loop, tset.epochs, run_dir, [*early_stopping(tset), LoggerCallback(loggers(cfg, run_dir, console)),
+                                                   checkpoint, RunLogCallback()],
+                      console if cfg.logger.console else None, OmegaConf.to_container(cfg, resolve=True),
+                      describe(cfg, data, task))
+    return Job(cfg, run_dir, console, data, task, trainer, checkpoint)
+
+
+def build_data(cfg: DictConfig, device: torch.device) -> tuple[DataBundle, Task, Augment]:
+    """The dataset on the device (unless a DataLoader serves it), its targets shaped for the task, the task
+    with its loss, and the augmentation (checked before any data is loaded)."""
+    spec = parse_augment(cfg.dataset.get("augment"))
+    data = build_dataset(cfg.dataset)
+    data.to(device, splits=cfg.dataset.get("in_memory", True))
+    kind = TASKS.get(cfg.task or cfg.model.get("task") or data.task)  # a model may name its task (autoencoders)
+    kind.adapt(data)
+    return data, kind.build(cfg.loss, data.num_outputs), Augment(spec, data.input_shape)
+
+
+def build_sized_model(cfg: DictConfig, data: DataBundle) -> torch.nn.Module:
+    """The model for the data's shapes; one too big for the memory is a one-line error with its size."""
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    build_it = functools.partial(build_model, model_cfg, data.input_shape, data.num_outputs, cfg.dataset.name,
+                                 data.tokens, data.vocab)
+    try:
+        return build_it()
+    except (RuntimeError, MemoryError) as exc:
+        if not isinstance(exc, MemoryError) and "allocate" not in str(exc):
+            raise
+    with torch.device("meta"):  # the same model without memory, to count what it would need
+        params = count_params(build_it(), None)
+    raise DlrunError(f"model={cfg.model.name} with these settings has {params:,} parameters ({params * 4 / 1e9:.1f} GB "
+                     "in float32, before gradients and optimizer state) and does not fit in this machine's memory; "
+                     "make it smaller (e.g. model.hidden).")
+
+
+def check_own_update(cfg: DictConfig, model: torch.nn.Module, tset) -> None:
+    """A model that updates itself is not reached by the trainer's own step options: refuse them."""
+    if not updates_itself(model):
+        return
+    own = {"trainer.max_grad_norm": tset.max_grad_norm, "trainer.clip_value": tset.clip_value, "trainer.l1": tset.l1,
+           "trainer.l2": tset.l2, "trainer.on_nonfinite=skip": tset.on_nonfinite == "skip",
+           "trainer.precision": str(tset.precision) != "32"}
+    if any(own.values()):
+        raise DlrunError(f"model={cfg.model.name} runs its own update, which does not apply "
+                         f"{', '.join(k for k, v in own.items() if v)}; leave them at their defaults.")
+
+
+def early_stopping(tset) -> list:
+    es = tset.early_stopping
+    return [EarlyStopping(es.monitor, es.patience, es.min_delta)] if es.patience else []
+
+
+def loggers(cfg: DictConfig, run_dir: Path, console: Console) -> list:
+    return [LOGGERS.get(name)(run_dir, console) for name, on in cfg.logger.items() if on]
+
+
+def describe(cfg: DictConfig, data: DataBundle, task: Task) -> dict:
+    """What a checkpoint carries to use the model without the training data: the model's config and the
+    shapes it was built for, the task, and how raw inputs are prepared (normalisation, class names, vocabulary)."""
+    return {"dlrun": dlrun.__version__, "task": task.name, "loss": task.loss_name,
+            "model": OmegaConf.to_container(cfg.model, resolve=True),
+            "dataset": OmegaConf.to_container(cfg.dataset, resolve=True), **data.describe()}
