@@ -3,6 +3,7 @@
     import dlrun
     result = dlrun.run(["model=cnn", "trainer.epochs=3"])
     result["summary"]["test_accuracy"], result["history"][-1]["val_loss"]
+    dlrun.load(result["run_dir"]).predict(images)  # raw inputs (uint8 pixels, ...), or file paths
 
 Heavy imports (torch) happen inside functions, so `import dlrun` and `dlrun --help` stay fast.
 """
@@ -14,6 +15,13 @@ def run(overrides: list[str] | None = None, run_dir: str | None = None) -> dict:
     from dlrun.api import run as _run
 
     return _run(overrides or [], run_dir)
+
+
+def load(run: str, checkpoint: str = "best", device: str = "cpu"):
+    """A trained run as a predictor: `dlrun.load("outputs/...").predict(inputs)` (raw inputs, or file paths)."""
+    from dlrun.predict.predictor import Predictor
+
+    return Predictor.load(run, checkpoint, device)
 
 
 def __getattr__(name):  # timm-style helpers without importing torch at `import dlrun`

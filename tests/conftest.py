@@ -80,3 +80,32 @@ def supervised_trainer(model, optimizer, task, data, run_dir, augment=None, in_m
     batches = Batches(torch.device("cpu"), tset.batch_size, 0, tset.limit_batches, in_memory, num_workers)
     loop = SupervisedLoop(model, optimizer, task, data, batches, tset, augment=augment)
     return Trainer(loop, tset.epochs, run_dir)
+
+
+def run_command_inprocess(command, argv: list[str], capsys) -> tuple[int, str]:
+    """A dlrun subcommand (`predict_command`, `export_command`, ...) run in this process: (exit code, its
+    output). For the many error cases of a command whose CLI path a subprocess test already covers."""
+    code = command(argv)
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    assert "Traceback" not in out, out
+    return code, out
+
+
+def run_main_inprocess(argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
+    """`dlrun ARGV` through `dlrun.cli.main.main` in this process: (exit code, output). For refusals that a
+    subprocess test already covers once; the environment the command sets is restored afterwards."""
+    from dlrun.cli.main import main
+
+    for name in ("HYDRA_FULL_ERROR", "DLRUN_TRACEBACKS", "DLRUN_SWEEP_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("sys.argv", ["dlrun", *argv])
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    assert "Traceback" not in out, out
+    return code, out

@@ -65,7 +65,7 @@ def test_version_help_and_a_mistyped_command():
     assert proc.returncode == 0 and proc.stdout.startswith("dlrun 0.1.0 (torch 2.14.1, Hydra 1.3"), proc.stdout
     help_page = run_dlrun("model=cnn", "--help")
     assert help_page.returncode == 0 and help_page.stdout.startswith("dlrun: train deep-learning models")
-    assert_clean_error(run_dlrun("predictt"), 2, "unknown command 'predictt'", "Commands: list, report, summary")
+    assert_clean_error(run_dlrun("predictt"), 2, "unknown command 'predictt'. Did you mean 'predict'", "Commands: list, report, summary, predict, export")
     assert_clean_error(run_dlrun("lsit", "models"), 2, "unknown command 'lsit'. Did you mean 'list'?")
     assert_clean_error(run_dlrun("model=cnn", "extra"), 2, "unexpected argument 'extra'")
 

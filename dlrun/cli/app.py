@@ -21,14 +21,37 @@ def hydra_app(cfg: DictConfig) -> dict | None:
         from dlrun.sweep.jobs import sweep_job
 
         return sweep_job(cfg, hc)
+    run(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task))
+
+
+def run_direct(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> None:
+    """A single run without Hydra's app: `cfg` is the config `compose` made (with its `hydra` node), composed once.
+    Hydra's app would compose it twice more and configure logging; what of it a run uses is done here: the
+    `${hydra:...}` interpolations resolve, hydra.job.env_set is set, hydra.job.chdir is honoured."""
+    import os
+
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, open_dict
+
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir, cfg.hydra.runtime.cwd = str(run_dir.resolve()), os.getcwd()
+        cfg.hydra.overrides.task = overrides
+    HydraConfig.instance().set_config(cfg)
+    os.environ.update({str(k): str(v) for k, v in cfg.hydra.job.env_set.items()})
+    if cfg.hydra.job.chdir:
+        os.chdir(run_dir)
+    run(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), run_dir, overrides)
+
+
+def run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> None:
+    """One run of the CLI: matplotlib loads in a helper process while torch loads here; errors in one line."""
     from dlrun.plotter import Plotter
 
-    plotter = Plotter.start()  # matplotlib loads in a helper process, on another core, while torch loads here
+    plotter = Plotter.start()  # on another core, while torch loads here
     from dlrun.train.pipeline import exit_code, train, translated_errors
 
-    run_dir = Path(hc.runtime.output_dir)
     try:
-        summary, _ = train(cfg, run_dir, plotter=plotter, overrides=list(hc.overrides.task))
+        summary, _ = train(cfg, run_dir, plotter=plotter, overrides=overrides)
         with translated_errors(run_dir):
             plotter.close()
         code = exit_code(summary)  # non-zero only if interrupted
@@ -40,6 +63,7 @@ def hydra_app(cfg: DictConfig) -> dict | None:
         plotter.cancel()  # a no-op once closed
     if code:
         sys.exit(code)
+
 
 def unexpected(exc: Exception) -> int:
     """An error that escaped Hydra (its own file writes, a sweep job's composition): one line, or the

@@ -8,7 +8,9 @@ NO_CHECK_FLAGS = {"-h", "--help", "--hydra-help", "-sc", "--shell-completion", "
 
 COMMANDS = {"list": "what GROUP=OPTION accepts, per config group, with a description",
             "report": "a table, report.csv and plots of runs and sweeps",
-            "summary": "a model's layers, output shapes and parameters, without training"}
+            "summary": "a model's layers, output shapes and parameters, without training",
+            "predict": "a trained run's predictions on new inputs or on its own data",
+            "export": "a trained run as ONNX, TorchScript, torch.export (pt2) or safetensors"}
 
 LIST_NAMES = {"models": "model", "datasets": "dataset", "optimizers": "optimizer", "schedulers": "scheduler",
               "losses": "loss", "loggers": "logger", "trainers": "trainer", "experiments": "experiment",

@@ -12,14 +12,17 @@ import threading
 import uuid
 from pathlib import Path
 
-from dlrun.cli.app import hydra_app, unexpected
+from dlrun.cli.app import hydra_app, run_direct, unexpected
 from dlrun.cli.args import COMMANDS, NO_CHECK_FLAGS, config_dirs, split_argv
 from dlrun.errors import TRACEBACKS_ENV, DlrunError, did_you_mean, print_error, report_error
 
-def prepare(overrides: list[str], dirs: list[str], multirun: bool) -> list[str]:
-    """Check the command before Hydra runs it: resume's saved overrides, the run folder, one composition with
-    every check. A single run's folder is then chosen here, created and locked, and Hydra is told to write
-    nothing into it (dlrun records its config once the run has passed its own checks)."""
+DIRECT_FLAGS = {"-cd", "--config-dir"}  # a single run with no other Hydra flag needs no Hydra app (one composition)
+
+def prepare(overrides: list[str], dirs: list[str], multirun: bool):
+    """Check the command before anything runs: resume's saved overrides, the run folder, one composition with
+    every check. A single run's folder is then chosen here, created and locked; Hydra, if it runs the job, is
+    told to write nothing into it (dlrun records its config once the run has passed its own checks).
+    Returns (the overrides for Hydra, the composed config, the run folder or None for a sweep)."""
     from dlrun.config.compose import compose
     from dlrun.config.overrides import override_key, quote, requote, run_dir_of
     from dlrun.config.resume import resume_overrides
@@ -30,11 +33,12 @@ def prepare(overrides: list[str], dirs: list[str], multirun: bool) -> list[str]:
         run_folder.refuse_if_taken(run_dir_of(overrides))
     cfg = compose(overrides, dirs)
     if multirun:
-        return overrides
+        return overrides, cfg, None
     run_dir = Path(str(cfg.hydra.run.dir))  # ${now:...} resolved once, here
     run_folder.lock(run_dir)
     return [o for o in overrides if override_key(o) != "hydra.run.dir"] + [
-        f"hydra.run.dir={quote(str(run_dir))}", "hydra.output_subdir=null"]
+        f"hydra.run.dir={quote(str(run_dir))}", "hydra.output_subdir=null"], cfg, run_dir
+
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -46,6 +50,14 @@ def main(argv: list[str] | None = None) -> None:
         from dlrun.cli.report import report_command
 
         sys.exit(report_command(argv[1:]))
+    if argv and argv[0] == "predict":  # a trained run's predictions
+        from dlrun.cli.predict import predict_command
+
+        sys.exit(predict_command(argv[1:]))
+    if argv and argv[0] == "export":  # a trained run as ONNX, TorchScript, torch.export or safetensors
+        from dlrun.cli.export import export_command
+
+        sys.exit(export_command(argv[1:]))
     if argv and argv[0] == "summary":  # the model summary of a config, without training
         from dlrun.cli.summary import summary_command
 
@@ -82,9 +94,15 @@ def main(argv: list[str] | None = None) -> None:
                     "everything else is GROUP=OPTION or KEY=VALUE.")
         sys.exit(2)
     multirun = bool({"-m", "--multirun"} & set(flags))
+    direct = None
     try:
         if not NO_CHECK_FLAGS & set(flags) and not {"-c", "--cfg"} & set(flags):
-            overrides = prepare(overrides, config_dirs(flags), multirun)
+            overrides, cfg, run_dir = prepare(overrides, config_dirs(flags), multirun)
+            if run_dir is not None and all(f in DIRECT_FLAGS or f in config_dirs(flags)
+                                           or f.startswith(("-cd=", "--config-dir=")) for f in flags):
+                from dlrun.config.overrides import override_key
+
+                direct = (cfg, run_dir, [o for o in overrides if not override_key(o).startswith("hydra")])
         elif not NO_CHECK_FLAGS & set(flags):  # --cfg: checked, not run
             from dlrun.config.compose import compose
             from dlrun.config.overrides import requote
@@ -104,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     planned = sweep.planned_jobs(overrides) if multirun else None
     stopped, exiting, code = None, None, None
     try:
-        hydra_app()
+        run_direct(*direct) if direct else hydra_app()
     except KeyboardInterrupt:
         print_error("aborted by a second Ctrl-C; the last checkpoint written is intact")
         sys.exit(130)

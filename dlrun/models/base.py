@@ -51,6 +51,10 @@ def is_token_model(builder) -> bool:
     return isinstance(builder, type) and issubclass(builder, Model) and builder.takes_tokens
 
 
+def takes_tokens(model: nn.Module) -> bool:
+    return isinstance(model, Model) and model.takes_tokens
+
+
 def updates_itself(model: nn.Module) -> bool:
     return isinstance(model, Model) and model.updates_itself
 

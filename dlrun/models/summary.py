@@ -6,6 +6,8 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from dlrun.models.base import takes_tokens
+
 
 def count_params(model: nn.Module, trainable: bool | None = True) -> int:
     return sum(p.numel() for p in model.parameters() if trainable is None or p.requires_grad == trainable)
@@ -37,7 +39,7 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...], device="cpu") ->
     model.eval()
     try:
         with torch.no_grad():
-            dtype = torch.long if getattr(model, "takes_tokens", False) else torch.float32  # token ids for text
+            dtype = torch.long if takes_tokens(model) else torch.float32  # token ids for text
             model(torch.zeros(2, *input_shape, device=device, dtype=dtype))
     finally:
         model.train(was_training)

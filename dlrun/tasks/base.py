@@ -121,6 +121,10 @@ class Task:
     def artifacts(self, a: Artifacts, summary: dict) -> None:
         """The task's own files after the test (a confusion matrix, reconstructions, samples)."""
 
+    def decode(self, out: torch.Tensor, classes: list[str] | None, top_k: int = 3) -> list[dict]:
+        """One prediction per row of outputs, as `dlrun predict` writes it; by default the raw outputs."""
+        return [{"output": row.tolist()} for row in out]
+
     def write_artifacts(self, a: Artifacts, summary: dict) -> None:
         """The task's files, then those of the model's own hooks (word embeddings)."""
         self.artifacts(a, summary)

@@ -36,6 +36,13 @@ class Binary(Task):
     def predict(self, out: torch.Tensor) -> torch.Tensor:
         return (out > (0 if self.loss_name == "bce" else 0.5)).to(out.dtype)  # a logit, or an MSE-fit value
 
+    def decode(self, out, classes, top_k=3):
+        """The class and the probability of class 1 (the sigmoid of the logit; an MSE-fit value, clipped)."""
+        p1 = out.float().sigmoid() if self.loss_name == "bce" else out.float().clamp(0, 1)
+        names = classes or ["0", "1"]
+        return [{"class": names[int(k)], "index": int(k), "probability": float(p)}
+                for k, p in zip(self.predict(out).flatten().tolist(), p1.flatten().tolist())]
+
     def metrics(self, out, y, classes):
         cm = confusion_matrix(self.predict(out).flatten(), y.flatten(), 2)
         return classification_metrics(cm), {"confusion_matrix": cm.tolist()}

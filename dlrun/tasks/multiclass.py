@@ -39,6 +39,15 @@ class Multiclass(Task):
     def predict(self, out: torch.Tensor) -> torch.Tensor:
         return out.argmax(dim=-1)
 
+    def decode(self, out, classes, top_k=3):
+        """The class (name, index, probability) and the `top_k` likeliest, from the softmax."""
+        probs = out.float().softmax(dim=-1)
+        top = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+        name = (lambda i: classes[i]) if classes else str
+        return [{"class": name(ids[0]), "index": ids[0], "probability": ps[0],
+                 "top": [{"class": name(i), "probability": p} for i, p in zip(ids, ps)]}
+                for ids, ps in zip(top.indices.tolist(), top.values.tolist())]
+
     def metrics(self, out, y, classes):
         k = len(classes) if classes else int(max(out.shape[1], 2))
         cm = confusion_matrix(self.predict(out), y, k)

@@ -16,5 +16,12 @@ class Multilabel(Task):
     def predict(self, out: torch.Tensor) -> torch.Tensor:
         return (out > 0).to(out.dtype)
 
+    def decode(self, out, classes, top_k=3):
+        """The labels whose sigmoid is over 0.5, and every label's probability."""
+        probs = out.float().sigmoid()
+        name = (lambda i: classes[i]) if classes else str
+        return [{"labels": [name(i) for i, p in enumerate(row) if p > 0.5], "probabilities": row}
+                for row in probs.tolist()]
+
     def metrics(self, out, y, classes):
         return multilabel_metrics(self.predict(out), y), {}

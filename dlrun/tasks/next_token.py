@@ -25,6 +25,12 @@ class NextToken(Task):
     def predict(self, out: torch.Tensor) -> torch.Tensor:
         return out.argmax(dim=-1)  # (batch, steps, vocab) -> a token per step
 
+    def decode(self, out, classes, top_k=3):
+        """The likeliest next token after each input (its last step), with its probability."""
+        probs = out[:, -1].float().softmax(dim=-1)
+        p, ids = probs.max(dim=-1)
+        return [{"next": classes[i] if classes else i, "probability": q} for i, q in zip(ids.tolist(), p.tolist())]
+
     def metrics(self, out, y, classes):  # per token: perplexity, and bits (the usual unit for text models)
         ce = torch.nn.functional.cross_entropy(out.flatten(0, 1).double(), y.flatten()).item()
         return {"perplexity": math.exp(ce), "bits_per_token": ce / math.log(2)}, {}

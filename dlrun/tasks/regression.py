@@ -11,5 +11,8 @@ class Regression(Task):
 
     name, losses, output = "regression", ("mse", "mae", "huber"), "linear"
 
+    def decode(self, out, classes, top_k=3):
+        return [{"value": row[0] if len(row) == 1 else row} for row in out.float().flatten(1).tolist()]
+
     def metrics(self, out, y, classes):
         return regression_metrics(out.flatten(1), y.flatten(1)), {}

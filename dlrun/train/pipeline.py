@@ -122,6 +122,7 @@ def test(job: Job, summary: dict, plotter: Plotter) -> None:
     cfg, data, task = job.cfg, job.data, job.task
     try:
         summary["test_weights"] = load_test_weights(job)
+        torch.manual_seed(cfg.seed)  # a fixed RNG for models that draw (a GAN): `dlrun predict --split test` redoes it
         outputs: list = []
         row = job.trainer.loop.evaluate(data.test, outputs)
         metrics, extra = task.metrics(torch.cat([o for o, _ in outputs]).cpu(), torch.cat([y for _, y in outputs]).cpu(),

@@ -74,9 +74,8 @@ def kill_and_resume(tmp_path, baseline, kill_at: int) -> None:
         [r["train_loss"] for r in read_jsonl(baseline / "metrics.jsonl")], kill_at
 
 
-@pytest.mark.parametrize("trial", range(3))
-def test_a_kill_at_a_random_moment_of_the_write_path_then_resume(tmp_path, baseline, moments, trial):
-    kill_and_resume(tmp_path, baseline, random.Random(trial).randint(1, moments))
+def test_a_kill_at_a_random_moment_of_the_write_path_then_resume(tmp_path, baseline, moments):
+    kill_and_resume(tmp_path, baseline, random.Random().randint(1, moments))  # another moment every time
 
 
 @pytest.mark.slow

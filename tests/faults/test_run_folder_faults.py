@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import assert_clean_error, read_json, read_jsonl, run_dlrun
+from conftest import assert_clean_error, read_json, read_jsonl, run_dlrun, run_main_inprocess
 from faults.helpers import TINY, after_step, leftovers, load, popen_patched, run_patched
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a file system needs root (CI runs as root)")
@@ -59,27 +59,33 @@ def test_two_processes_never_write_one_run_folder(tmp_path, baseline):
     assert read_json(run / "summary.json")["test_loss"] == read_json(baseline / "summary.json")["test_loss"]
 
 
-def test_a_resume_records_what_it_uses_and_refuses_the_rest_untouched(tmp_path, baseline):
+def test_a_resume_records_what_it_uses_and_refuses_the_rest_untouched(tmp_path, baseline, monkeypatch, capsys):
     """Cases 10 and 11: the learning rate may change and then really applies; model, data and optimizer may
     not, and a refused resume changes no file (its records included), so the folder stays resumable."""
+    import dlrun
+
     run, other = tmp_path / "run", tmp_path / "cnn"
     shutil.copytree(baseline, run)
     before = files(run)
-    assert run_dlrun("model=cnn", *TINY[:4], "trainer.epochs=1", f"hydra.run.dir={other}").returncode == 0
-    for args, fragment in ((["model=cnn"], "model.name ('mlp' -> 'cnn')"),
-                           (["dataset=synthetic"], "dataset.name ('digits' -> 'synthetic')"),
+    dlrun.run(["model=cnn", *TINY[:4], "trainer.epochs=1"], run_dir=str(other))
+    assert_clean_error(run_dlrun(f"resume={run}", "model=cnn"), 2, f"cannot resume {run}",  # the real CLI, once
+                       "model.name ('mlp' -> 'cnn')", "Nothing was changed")
+    for args, fragment in ((["dataset=synthetic"], "dataset.name ('digits' -> 'synthetic')"),
                            (["model.hidden=[64]"], "model.hidden ([32] -> [64])"),
                            (["optimizer=sgd"], "optimizer.name ('adam' -> 'sgd')"),
                            (["trainer.epochs=2"], "it has completed 3 epochs already")):
-        assert_clean_error(run_dlrun(f"resume={run}", *args), 2, f"cannot resume {run}", fragment, "Nothing was changed")
+        code, out = run_main_inprocess([f"resume={run}", *args], monkeypatch, capsys)
+        assert code == 2 and fragment in out and "Nothing was changed" in out, (args, out)
         assert files(run) == before, args
     shutil.copy(other / "checkpoints" / "last.pt", run / "checkpoints" / "last.pt")  # another model's checkpoint
     shutil.copy(other / "checkpoints" / "last.pt.json", run / "checkpoints" / "last.pt.json")
-    assert_clean_error(run_dlrun(f"resume={run}"), 2, "model.name ('cnn' -> 'mlp')")
+    code, out = run_main_inprocess([f"resume={run}"], monkeypatch, capsys)
+    assert code == 2 and "model.name ('cnn' -> 'mlp')" in out, out
     shutil.copy(baseline / "checkpoints" / "last.pt", run / "checkpoints" / "last.pt")
     shutil.copy(baseline / "checkpoints" / "last.pt.json", run / "checkpoints" / "last.pt.json")
     (run / ".hydra" / "overrides.yaml").write_text("")
-    assert_clean_error(run_dlrun(f"resume={run}"), 2, "its .hydra/overrides.yaml is empty")
+    code, out = run_main_inprocess([f"resume={run}"], monkeypatch, capsys)
+    assert code == 2 and "its .hydra/overrides.yaml is empty" in out, out
     shutil.copy(baseline / ".hydra" / "overrides.yaml", run / ".hydra" / "overrides.yaml")
     assert files(run) == before
 
@@ -157,12 +163,15 @@ def test_a_run_folder_with_spaces_quotes_and_other_letters_resumes_as_printed(tm
     assert f"hydra.run.dir={run}" not in (run / ".hydra" / "overrides.yaml").read_text()
 
 
-def test_a_run_that_never_started_leaves_nothing_behind(tmp_path):
+def test_a_run_that_never_started_leaves_nothing_behind(tmp_path, monkeypatch, capsys):
     """Issue 14, item 7: errors after composition remove what the run made; a successful run logs its events."""
-    for args in (["device=cuda:7"], ["++optimizer.foo=1"], ["model.hidden=[a,b]"]):
-        proc = run_dlrun(*args, "debug=smoke", cwd=tmp_path)
-        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-        assert list(tmp_path.iterdir()) == [], args  # not even outputs/DATE/
+    proc = run_dlrun("device=cuda:7", "debug=smoke", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert list(tmp_path.iterdir()) == []  # not even outputs/DATE/
+    monkeypatch.chdir(tmp_path)
+    for args in (["++optimizer.foo=1"], ["model.hidden=[a,b]"]):
+        assert run_main_inprocess([*args, "debug=smoke"], monkeypatch, capsys)[0] == 2
+        assert list(tmp_path.iterdir()) == [], args
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("mine")

@@ -1,0 +1,110 @@
+"""`dlrun predict RUN [INPUT ...] [--split test|val] [--text PROMPT] [--checkpoint best|last|PATH] [--out FILE]
+[--batch-size N] [--top-k K] [--device D]`: a trained run's predictions on new inputs or on its own data."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dlrun.errors import DlrunError, report_error
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="dlrun predict", description="Predictions of a trained run (its checkpoint describes the model and how "
+        "inputs are prepared: the dataset need not be on this machine). Inputs are raw, in the data's own units.")
+    ap.add_argument("run", type=Path, help="the run folder")
+    ap.add_argument("inputs", nargs="*", help=".npy/.npz arrays (N, *input shape), CSV rows (one input's values per "
+                    "row), image files or folders of images (converted to the model's channels and size)")
+    ap.add_argument("--split", choices=("test", "val", "train"), help="the run's own split instead of inputs: "
+                    "prints its metrics (the test split's equal summary.json's)")
+    ap.add_argument("--text", help="a prompt for a character model (the text it writes next), or words for a word "
+                    "embedding model (their nearest words)")
+    ap.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint file")
+    ap.add_argument("--out", type=Path, help="write the predictions to FILE: .csv, .jsonl, .npy (raw outputs) or "
+                    ".png (image outputs); default: a table on the terminal")
+    ap.add_argument("--batch-size", type=int, default=None, help="inputs per forward pass (default: the run's)")
+    ap.add_argument("--top-k", type=int, default=3, help="classes shown per input (classification)")
+    ap.add_argument("--length", type=int, default=None, help="characters to write after a --text prompt")
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
+    return ap.parse_args(argv)
+
+
+def predict_command(argv: list[str]) -> int:
+    args = parse_args(argv)
+    try:
+        predict(args)
+    except DlrunError as exc:
+        return report_error(exc)
+    return 0
+
+
+def predict(args: argparse.Namespace) -> None:
+    from rich.console import Console
+
+    from dlrun.predict import outputs as out_files
+    from dlrun.predict.predictor import Predictor
+
+    out_files.check_out(args.out)
+    if args.batch_size is not None and args.batch_size < 1:
+        raise DlrunError(f"--batch-size {args.batch_size}: give a positive number")
+    if sum(bool(x) for x in (args.inputs, args.split, args.text)) != 1:
+        raise DlrunError("give inputs (files or folders), --split test|val, or --text PROMPT: one of them.")
+    console = Console()
+    predictor = Predictor.load(args.run, args.checkpoint, args.device)
+    where = f"{predictor.source} (epoch {predictor.epoch})"
+    if args.text is not None:
+        console.print(text_answer(predictor, args.text, args.length), highlight=False, markup=False, soft_wrap=True)
+        return
+    if args.split:
+        metrics, outputs, _ = predictor.evaluate_split(args.split, args.batch_size)
+        console.print(f"{args.split} split of {args.run} with {where}:", highlight=False, markup=False)
+        for key, value in metrics.items():
+            console.print(f"  {args.split}_{key}: {value:.6g}", highlight=False, markup=False)
+        names = [f"{args.split}[{i}]" for i in range(len(outputs))]
+        preds = predictor.task.decode(outputs, predictor.classes, args.top_k)
+    else:
+        from dlrun.predict.inputs import read_inputs
+
+        raw, names = read_inputs(args.inputs, predictor.meta)
+        outputs = predictor.outputs(raw, args.batch_size or 256)
+        preds = predictor.task.decode(outputs, predictor.classes, args.top_k)
+    if args.out is not None:
+        image = predictor.input_shape if predictor.task.target_is_input else None
+        out_files.write(args.out, names, preds, outputs, image)
+        console.print(f"wrote {len(preds)} prediction(s) of {where} to {args.out}", highlight=False, markup=False)
+    elif not args.split:
+        from rich.table import Table
+
+        from dlrun.report.tables import print_table
+
+        table = Table("input", "prediction", title=f"{args.run} ({where})", title_justify="left")
+        for name, pred in zip(names, preds):
+            table.add_row(name, out_files.short(pred))
+        print_table(table, console)
+
+
+def text_answer(predictor, text: str, length: int | None) -> str:
+    """A character model's continuation of a prompt, or a word model's nearest words to each word given."""
+    import torch
+
+    from dlrun.models.base import can_sample, embeddings
+    from dlrun.predict.inputs import encode_text
+    from dlrun.tasks.base import nearest
+
+    vectors = embeddings(predictor.model)
+    if vectors is not None and predictor.vocab:
+        lines = []
+        for word in text.lower().split():
+            if word not in predictor.vocab:
+                raise DlrunError(f"'{word}' is not in the model's vocabulary ({len(predictor.vocab)} words).")
+            sims, ids = nearest(vectors, torch.tensor([predictor.vocab.index(word)]), min(5, len(predictor.vocab) - 1))
+            lines.append(f"{word}: " + ", ".join(f"{predictor.vocab[j]} ({s:.2f})" for j, s in
+                                                 zip(ids[0].tolist(), sims[0].tolist())))
+        return "\n".join(lines)
+    if not can_sample(predictor.model) or not predictor.meta["tokens"]:
+        raise DlrunError("--text is for character models (model=charlm) and word embeddings (model=word2vec); give "
+                         "this model files of inputs.")
+    prompt = encode_text(text, predictor.meta)
+    new = predictor.model.sample(prompt.to(predictor.device), length=length,
+                                 generator=torch.Generator().manual_seed(0))
+    return text + "".join(predictor.classes[int(t)] for t in new)
