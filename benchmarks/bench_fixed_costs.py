@@ -24,9 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 CASES = {  # name: (dlrun overrides, plain_loop.py arguments)
     "digits": (["dataset=digits", "model.hidden=[256,128]", "trainer.epochs=2"],
                ["--dataset", "digits", "--model", "mlp", "--epochs", "2"]),
-    "fashion": (["dataset=fashion_mnist", "dataset.root=~/.cache/dlrun/data", "model.hidden=[256,128]",
+    "fashion": (["dataset=fashion_mnist", f"dataset.root={Path('~/.cache/dlrun/data').expanduser()}", "model.hidden=[256,128]",
                  "trainer.epochs=1"], ["--dataset", "fashion_mnist", "--model", "mlp", "--epochs", "1"]),
 }
+
+
 def first_step_wrapper(mark: Path) -> str:
     """Python source that runs the real program (argv[1:]) and writes, at the first optimizer step, the seconds
     since this process started (from /proc/self/stat) to `mark`."""
@@ -37,16 +39,19 @@ def first_step_wrapper(mark: Path) -> str:
         "boot = float(open('/proc/uptime').read().split()[0])\n"
         "started = time.monotonic() - (boot - int(fields[19]) / ticks)\n"  # starttime: field 22 of stat
         "import torch.optim\n"
-        "from torch.optim.optimizer import Optimizer\n"
+        "from torch.optim.optimizer import register_optimizer_step_pre_hook\n"
         "done = []\n"
         "def hook(opt, args, kwargs):\n"
         "    if not done:\n"
         "        done.append(1)\n"
         f"        open({str(mark)!r}, 'w').write(str(time.monotonic() - started))\n"
-        "Optimizer.register_global_optimizer_pre_hook(hook)\n"  # torch's own hook API: measuring only
+        "register_optimizer_step_pre_hook(hook)\n"  # torch's own global hook: measuring only
         "sys.argv = sys.argv[1:]\n"
         "if sys.argv[0] == 'dlrun':\n"
-        "    from dlrun.cli.main import entry\n"
+        "    try:\n"
+        "        from dlrun.cli.main import entry\n"
+        "    except ImportError:  # dlrun before its cli/ package (an earlier commit, for before/after)\n"
+        "        from dlrun.cli import entry\n"
         "    entry()\n"
         "else:\n"
         "    runpy.run_path(sys.argv[0], run_name='__main__')\n")

@@ -135,8 +135,8 @@ def test_a_killed_joblib_worker_is_a_failed_job_that_a_rerun_redoes(tmp_path):
     from conftest import DLRUN, ROOT
 
     sweep = tmp_path / "sweep"
-    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "logger=quiet", "trainer.epochs=100",
-            "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "logger=quiet", "dataset=synthetic",
+            "trainer.epochs=120", "trainer.summary=false", "seed=0,1", f"hydra.sweep.dir={sweep}"]
     env = {**os.environ, "CI": "1", "COLUMNS": "200"}
     env.pop("HYDRA_FULL_ERROR", None)
     proc = subprocess.Popen([str(DLRUN), *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -154,10 +154,11 @@ def test_a_killed_joblib_worker_is_a_failed_job_that_a_rerun_redoes(tmp_path):
     ledger = [json.loads(line) for line in (sweep / "ledger.jsonl").read_text().splitlines()]
     killed = [e for e in ledger if e["job"] == 1]
     assert killed and killed[-1]["status"] == "failed" and killed[-1]["error"].startswith("killed"), ledger
-    assert "job 1 failed (logger=quiet trainer.epochs=100 seed=1): killed: the worker process running it died" in out
+    assert "job 1 failed (logger=quiet dataset=synthetic trainer.epochs=120 trainer.summary=False seed=1): killed: the " \
+           "worker process running it died" in out
     assert "failed" in out[out.index(f"sweep {sweep}"):] and "job(s) of the sweep failed" in out
 
     again = run_dlrun(*args[:-1], f"hydra.sweep.dir={sweep}", env={"COLUMNS": "200"}, timeout=400)
     assert again.returncode == 0, again.stdout + again.stderr
     assert read_json(sweep / "1" / "summary.json")["status"] == "completed"
-    assert read_json(sweep / "1" / "summary.json")["epochs_completed"] == 100
+    assert read_json(sweep / "1" / "summary.json")["epochs_completed"] == 120

@@ -51,6 +51,48 @@ def test_sweep_jobs_label_their_lines_log_progress_and_end_with_a_whole_table(tm
     assert re.search(r"│ 0\s+│ sgd\s+│", table) and re.search(r"│ 1\s+│ adam\s+│", table), table
     caption = "same in every row: debug=smoke, trainer.log_every=1, optimizer.lr=0.001, status=completed, epochs=1"
     assert caption in table, table
+    # every sweep, not only a failed one, ends with the command that runs it again into the same folder
+    assert "The same command again (with new values, say) runs only what is not done yet" in out, out
+    assert f"hydra.sweep.dir={sweep}" in out[out.index("The same command again"):]
+
+
+def test_ctrl_c_on_a_terminal_is_said_on_a_line_of_its_own(tmp_path):
+    """Item 10: on a real (pseudo) terminal, the run's live bar and the Ctrl-C notice never share a line."""
+    import os
+    import pty
+    import signal
+    import subprocess
+    import time
+
+    from conftest import DLRUN, ROOT
+
+    leader, follower = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "CI"}  # a live bar needs a terminal outside CI
+    proc = subprocess.Popen([str(DLRUN), "trainer.epochs=200", "trainer.batch_size=1", "trainer.summary=false",
+                             f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, env={**env, "COLUMNS": "80"},
+                            stdin=follower, stdout=follower, stderr=follower, start_new_session=True)
+    os.close(follower)
+    seen, deadline, sent = b"", time.time() + 120, False
+    while time.time() < deadline:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break  # the process has ended and closed the terminal
+        seen += chunk
+        if not sent and b"loss 0." in seen:  # the bar is on screen, with a loss
+            proc.send_signal(signal.SIGINT)
+            sent = True
+    os.close(leader)
+    assert proc.wait(timeout=60) == 130, seen.decode(errors="replace")[-2000:]
+    import pyte  # a VT100 screen: what an 80-column terminal shows of those bytes
+
+    screen = pyte.Screen(80, 2000)
+    pyte.ByteStream(screen).feed(seen)
+    lines = [ln.rstrip() for ln in screen.display]
+    notice = [i for i, ln in enumerate(lines) if "received: finishing" in ln]
+    assert notice, lines
+    assert all(lines[i].startswith("SIGINT received: finishing the current step") for i in notice), \
+        [lines[i] for i in notice]
 
 
 # ---- the progress of one epoch, in this process ---------------------------------------------------------
