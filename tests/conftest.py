@@ -109,3 +109,12 @@ def run_main_inprocess(argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
     out = captured.out + captured.err
     assert "Traceback" not in out, out
     return code, out
+
+
+def train_runs(folder: Path, runs: dict[str, list[str]]) -> dict[str, Path]:
+    """Train each named run in this process (quiet, no model summary) into folder/NAME; NAME -> its folder."""
+    import dlrun
+
+    for name, overrides in runs.items():
+        dlrun.run([*overrides, "logger=quiet", "trainer.summary=false"], run_dir=str(folder / name))
+    return {name: folder / name for name in runs}

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import dlrun
-from conftest import assert_clean_error, read_json, run_command_inprocess, run_dlrun
+from conftest import assert_clean_error, read_json, run_command_inprocess, run_dlrun, train_runs
 from dlrun.config import compose
 from dlrun.data import build_dataset
 
@@ -22,12 +22,7 @@ MODELS = {  # one short run of each family that ONNX must carry
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("export")
-    out = {}
-    for name, overrides in MODELS.items():
-        dlrun.run([*overrides, "logger=quiet", "trainer.summary=false"], run_dir=str(root / name))
-        out[name] = root / name
-    return out
+    return train_runs(tmp_path_factory.mktemp("export"), MODELS)
 
 
 def raw_test_split(run):

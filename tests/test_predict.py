@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import dlrun
-from conftest import assert_clean_error, read_json, run_command_inprocess, run_dlrun
+from conftest import assert_clean_error, read_json, run_command_inprocess, run_dlrun, train_runs
 
 FAMILIES = {  # task -> a small run of it
     "multiclass": ["trainer.epochs=3"],
@@ -27,13 +27,7 @@ FAMILIES = {  # task -> a small run of it
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("families")
-    out = {}
-    for family, overrides in FAMILIES.items():
-        run = root / family
-        dlrun.run([*overrides, "logger=quiet", "trainer.summary=false"], run_dir=str(run))
-        out[family] = run
-    return out
+    return train_runs(tmp_path_factory.mktemp("families"), FAMILIES)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
