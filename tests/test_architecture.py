@@ -60,3 +60,17 @@ def test_the_run_pipeline_reads_top_to_bottom_in_short_stages():
               ("finish", pipeline.finish)]}
     assert lines["train"] <= 45, lines  # about 40 lines, docstring included
     assert all(n <= 50 for n in lines.values()), lines  # each stage fits on a screen
+
+
+def test_a_model_that_declares_a_hook_must_define_it():
+    import pytest
+
+    from dlrun.models.base import Model
+    from dlrun.train.loop import Loop
+
+    with pytest.raises(TypeError, match="declares updates_itself = True but defines no train_step"):
+        type("Half", (Model,), {"updates_itself": True})
+    with pytest.raises(TypeError, match="declares can_sample = True but defines no sample"):
+        type("Half", (Model,), {"can_sample": True})
+    with pytest.raises(TypeError, match="abstract"):
+        type("NoEpochs", (Loop,), {})()  # a loop must say what an epoch is

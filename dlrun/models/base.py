@@ -29,17 +29,18 @@ class Model(nn.Module):
     can_sample: ClassVar[bool] = False
     aux_loss: torch.Tensor | None = None  # set by forward when the model adds a term to the loss
 
-    def train_step(self, x: torch.Tensor, optimizer: torch.optim.Optimizer) -> torch.Tensor:
-        """Update the weights for one batch and return the (detached) loss; only when `updates_itself`."""
-        raise NotImplementedError
+    def __init_subclass__(cls, **kwargs):
+        """A model that declares `updates_itself` must define `train_step(x, optimizer)` (update the weights for one
+        batch, return the detached loss); one that declares `can_sample` must define `sample(...)`. Checked when
+        the class is defined, so a half-declared model never reaches the trainer."""
+        super().__init_subclass__(**kwargs)
+        for flag, method in (("updates_itself", "train_step"), ("can_sample", "sample")):
+            if getattr(cls, flag) and not callable(getattr(cls, method, None)):
+                raise TypeError(f"{cls.__name__} declares {flag} = True but defines no {method}()")
 
     def param_groups(self, lr: float | None) -> Iterable:
         """The optimizer's parameter groups (`lr`: optimizer.lr); by default all parameters, one group."""
         return self.parameters()
-
-    def sample(self, *args, **kwargs) -> torch.Tensor:
-        """New inputs made by the model; only when `can_sample`."""
-        raise NotImplementedError
 
     def embeddings(self) -> torch.Tensor | None:
         """(vocabulary, dim) vectors to write after the test, or None."""

@@ -14,6 +14,7 @@ Read `SupervisedLoop` top to bottom: `run_epoch` -> `_train_epoch` -> `_step`. S
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 import math
 import time
@@ -44,10 +45,10 @@ class Interrupted(Exception):
         self.signum = signum
 
 
-class Loop:
+class Loop(abc.ABC):
     """One epoch of training and its evaluation, behind `Trainer.fit`. A loop owns the model, the optimizer and
     whatever else its epochs need, and saves and restores it through `state_dict`; the trainer owns the
-    epochs, callbacks, history, signals and checkpoint files."""
+    epochs, callbacks, history, signals and checkpoint files. A subclass implements the three abstract methods."""
 
     model: nn.Module
     step: int = 0  # optimizer steps taken in the run
@@ -57,15 +58,17 @@ class Loop:
         """The trainer this loop runs under: its signal flag, progress display and mid-epoch saves."""
         self.trainer = trainer
 
+    @abc.abstractmethod
     def run_epoch(self, epoch: int) -> dict:
         """Train epoch `epoch` (1-based) and evaluate: the epoch's metrics row (`step`, `train_*`, `val_*`, ...)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def state_dict(self) -> dict:
-        raise NotImplementedError
+        """Everything the loop needs to continue exactly where it is (model, optimizer, step, RNG-free state)."""
 
+    @abc.abstractmethod
     def load_state_dict(self, state: dict) -> None:
-        raise NotImplementedError
+        """Restore what `state_dict` returned."""
 
     def example_input(self) -> torch.Tensor | None:
         """One input as the model takes it (for a model graph), or None."""
