@@ -2,7 +2,7 @@
 the time from the process's start to its first optimizer step, and its peak resident memory.
 
 Both sides run the same case (data, model, Adam) in a fresh Python, taking turns, the order flipped each
-repetition. A tiny wrapper patches `torch.optim.Optimizer.step` (measuring only) to note the seconds since the
+repetition. A tiny wrapper registers torch's global optimizer pre-step hook (measuring only) to note the seconds since the
 process started at the first step; peak RSS is the child's `ru_maxrss`. Ratio = dlrun / plain.
 
     .venv/bin/python benchmarks/bench_fixed_costs.py --case digits --reps 5

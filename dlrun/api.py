@@ -6,8 +6,8 @@ from pathlib import Path
 
 from omegaconf import open_dict
 
-from dlrun.config.compose import compose
-from dlrun.config.overrides import override_key, requote, run_dir_of
+from dlrun.config.composition import compose
+from dlrun.config.overrides import is_hydra_override, override_key, requote, run_dir_of
 from dlrun.config.resume import resume_overrides
 from dlrun.train import run_folder
 
@@ -21,7 +21,7 @@ def run(overrides: list[str], run_dir: str | None = None) -> dict:
                    f"outputs/api/{time.strftime('%Y-%m-%d/%H-%M-%S')}-{time.time_ns() % 10**6:06d}")
     if not any(override_key(o) == "resume" for o in overrides):
         run_folder.refuse_if_taken(run_dir)
-    overrides = [o for o in overrides if not o.startswith("hydra.")]
+    overrides = [o for o in overrides if not is_hydra_override(o)]
     cfg = compose(overrides)
     with open_dict(cfg):
         del cfg["hydra"]  # Hydra's own settings: not part of the run's config

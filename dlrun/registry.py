@@ -34,9 +34,8 @@ class Entry:
 class Registry:
     """A name -> builder table with case-insensitive lookup, wildcards and plugins."""
 
-    def __init__(self, kind: str, builtin: str | None = None, entry_point_group: str | None = None):
+    def __init__(self, kind: str, builtin: str | None = None):
         self.kind = kind
-        self.entry_point_group = entry_point_group
         self.builtin = builtin  # a package whose every module is imported (a new file is found), or one module
         self._entries: dict[str, Entry] = {}
         self._loaded = False
@@ -63,20 +62,19 @@ class Registry:
         top = importlib.import_module(self.builtin) if self.builtin else None
         for info in pkgutil.iter_modules(getattr(top, "__path__", [])):
             importlib.import_module(f"{self.builtin}.{info.name}")
-        if self.entry_point_group:
-            from dlrun import plugins
+        from dlrun import plugins
 
-            for ep in plugins.entries(self.kind).values():  # a plugin named like a built-in is warned about there
-                if ep.name.lower() in self._entries:
-                    continue
-                try:
-                    fn = ep.load()
-                except Exception as exc:  # a broken plugin must never break dlrun
-                    warnings.warn(f"skipping {self.kind} plugin '{ep.name}' ({ep.value}): "
-                                  f"{type(exc).__name__}: {exc}", stacklevel=2)
-                    continue
-                dist = getattr(ep, "dist", None)
-                self.register(ep.name, source=dist.name if dist else ep.value)(fn)
+        for ep in plugins.entries(self.kind).values():  # {} for kinds no plugin adds; name clashes warned there
+            if ep.name.lower() in self._entries:
+                continue
+            try:
+                fn = ep.load()
+            except Exception as exc:  # a broken plugin must never break dlrun
+                warnings.warn(f"skipping {self.kind} plugin '{ep.name}' ({ep.value}): "
+                              f"{type(exc).__name__}: {exc}", stacklevel=2)
+                continue
+            dist = getattr(ep, "dist", None)
+            self.register(ep.name, source=dist.name if dist else ep.value)(fn)
 
     def names(self, pattern: str = "*") -> list[str]:
         self._load()
@@ -98,8 +96,8 @@ class Registry:
         return str(name).lower() in self._entries
 
 
-MODELS = Registry("model", "dlrun.models", "dlrun.models")
-DATASETS = Registry("dataset", "dlrun.data", "dlrun.datasets")
+MODELS = Registry("model", "dlrun.models")
+DATASETS = Registry("dataset", "dlrun.data")
 OPTIMIZERS = Registry("optimizer", "dlrun.train.optim")
 SCHEDULERS = Registry("scheduler", "dlrun.train.optim")
 LOGGERS = Registry("logger", "dlrun.train.loggers")

@@ -33,8 +33,9 @@ def run_direct(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf, open_dict
 
+    run_dir = run_dir.resolve()  # before hydra.job.chdir may change what a relative path means
     with open_dict(cfg):
-        cfg.hydra.runtime.output_dir, cfg.hydra.runtime.cwd = str(run_dir.resolve()), os.getcwd()
+        cfg.hydra.runtime.output_dir, cfg.hydra.runtime.cwd = str(run_dir), os.getcwd()
         cfg.hydra.overrides.task = overrides
     HydraConfig.instance().set_config(cfg)
     os.environ.update({str(k): str(v) for k, v in cfg.hydra.job.env_set.items()})

@@ -9,10 +9,10 @@ import atexit
 import os
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
-from dlrun.cli.app import hydra_app, run_direct, unexpected
 from dlrun.cli.args import COMMANDS, NO_CHECK_FLAGS, config_dirs, split_argv
 from dlrun.errors import TRACEBACKS_ENV, DlrunError, did_you_mean, print_error, report_error
 
@@ -23,7 +23,7 @@ def prepare(overrides: list[str], dirs: list[str], multirun: bool):
     every check. A single run's folder is then chosen here, created and locked; Hydra, if it runs the job, is
     told to write nothing into it (dlrun records its config once the run has passed its own checks).
     Returns (the overrides for Hydra, the composed config, the run folder or None for a sweep)."""
-    from dlrun.config.compose import compose
+    from dlrun.config.composition import compose
     from dlrun.config.overrides import override_key, quote, requote, run_dir_of
     from dlrun.config.resume import resume_overrides
     from dlrun.train import run_folder
@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> None:
         print_error(f"{what}.{did_you_mean(first, COMMANDS)} Commands: {', '.join(COMMANDS)} (see dlrun --help); "
                     "everything else is GROUP=OPTION or KEY=VALUE.")
         sys.exit(2)
+    from dlrun.cli.app import hydra_app, run_direct, unexpected  # Hydra: only for what composes or runs
+
     multirun = bool({"-m", "--multirun"} & set(flags))
     direct = None
     try:
@@ -100,14 +102,15 @@ def main(argv: list[str] | None = None) -> None:
             overrides, cfg, run_dir = prepare(overrides, config_dirs(flags), multirun)
             if run_dir is not None and all(f in DIRECT_FLAGS or f in config_dirs(flags)
                                            or f.startswith(("-cd=", "--config-dir=")) for f in flags):
-                from dlrun.config.overrides import override_key
+                from dlrun.config.overrides import is_hydra_override
 
-                direct = (cfg, run_dir, [o for o in overrides if not override_key(o).startswith("hydra")])
+                direct = (cfg, run_dir, [o for o in overrides if not is_hydra_override(o)])
         elif not NO_CHECK_FLAGS & set(flags):  # --cfg: checked, not run
-            from dlrun.config.compose import compose
+            from dlrun.config.composition import compose
             from dlrun.config.overrides import requote
+            from dlrun.config.resume import resume_overrides
 
-            overrides = requote(overrides)
+            overrides = resume_overrides(requote(overrides), config_dirs(flags))
             compose(overrides, config_dirs(flags))
     except DlrunError as exc:
         sys.exit(report_error(exc))
@@ -120,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault(TRACEBACKS_ENV, "1" if os.environ.get("HYDRA_FULL_ERROR") == "1" else "0")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises what escapes it, and dlrun says it in one line
     planned = sweep.planned_jobs(overrides) if multirun else None
+    launched_at = time.time()
     stopped, exiting, code = None, None, None
     try:
         run_direct(*direct) if direct else hydra_app()
@@ -131,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit as exc:  # e.g. a signal stopped a sweep: its table first, then the signal's exit code
         stopped, exiting = "signal", exc
     except Exception as exc:  # noqa: BLE001  what escaped Hydra
-        if multirun and sweep.workers_died(exc, planned):
+        if multirun and sweep.workers_died(exc, planned, launched_at):
             stopped = "killed"
         else:
             code = unexpected(exc)

@@ -43,6 +43,7 @@ def predict(args: argparse.Namespace) -> None:
 
     from dlrun.predict import outputs as out_files
     from dlrun.predict.predictor import Predictor
+    from dlrun.tasks.base import is_image
 
     out_files.check_out(args.out)
     if args.batch_size is not None and args.batch_size < 1:
@@ -66,10 +67,11 @@ def predict(args: argparse.Namespace) -> None:
         from dlrun.predict.inputs import read_inputs
 
         raw, names = read_inputs(args.inputs, predictor.meta)
-        outputs = predictor.outputs(raw, args.batch_size or 256)
+        run_batch = predictor.settings.batch_size
+        outputs = predictor.outputs(raw, args.batch_size or (len(raw) if run_batch == "full" else int(run_batch)))
         preds = predictor.task.decode(outputs, predictor.classes, args.top_k)
     if args.out is not None:
-        image = predictor.input_shape if predictor.task.target_is_input else None
+        image = predictor.input_shape if predictor.task.target_is_input and is_image(predictor.input_shape) else None
         out_files.write(args.out, names, preds, outputs, image)
         console.print(f"wrote {len(preds)} prediction(s) of {where} to {args.out}", highlight=False, markup=False)
     elif not args.split:
@@ -89,7 +91,7 @@ def text_answer(predictor, text: str, length: int | None) -> str:
 
     from dlrun.models.base import can_sample, embeddings
     from dlrun.predict.inputs import encode_text
-    from dlrun.tasks.base import nearest
+    from dlrun.tasks.base import nearest, neighbour_line
 
     vectors = embeddings(predictor.model)
     if vectors is not None and predictor.vocab:
@@ -98,8 +100,7 @@ def text_answer(predictor, text: str, length: int | None) -> str:
             if word not in predictor.vocab:
                 raise DlrunError(f"'{word}' is not in the model's vocabulary ({len(predictor.vocab)} words).")
             sims, ids = nearest(vectors, torch.tensor([predictor.vocab.index(word)]), min(5, len(predictor.vocab) - 1))
-            lines.append(f"{word}: " + ", ".join(f"{predictor.vocab[j]} ({s:.2f})" for j, s in
-                                                 zip(ids[0].tolist(), sims[0].tolist())))
+            lines.append(neighbour_line(word, [predictor.vocab[j] for j in ids[0].tolist()], sims[0].tolist()))
         return "\n".join(lines)
     if not can_sample(predictor.model) or not predictor.meta["tokens"]:
         raise DlrunError("--text is for character models (model=charlm) and word embeddings (model=word2vec); give "

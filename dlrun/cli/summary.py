@@ -21,37 +21,37 @@ KNOWN_SHAPES = {
 }
 
 
-def model_and_shape(overrides: list[str], console: Console | None = None):
+def model_and_shape(overrides: list[str]):
     """Compose the config like `dlrun OVERRIDES` would, then build (model, input_shape, num_outputs, note)."""
     from omegaconf import OmegaConf, open_dict
 
-    from dlrun.config.compose import compose
-
-    cfg = compose(overrides)
+    from dlrun.config.composition import compose
     from dlrun.data import build_dataset
     from dlrun.models.build import build_model
     from dlrun.registry import TASKS
+    from dlrun.train.build import task_for
 
-    note = ""
+    cfg = compose(overrides)
     dcfg = cfg.dataset.copy()
     if "download" in dcfg:
         with open_dict(dcfg):
             dcfg.download = False  # a summary never downloads a data set
     try:
         data = build_dataset(dcfg)
-        input_shape, num_outputs = tuple(data.input_shape), data.num_outputs
+        task_for(cfg, data)  # the outputs a run would build: as training shapes them for its task
+        input_shape, num_outputs, tokens, vocab, note = tuple(data.input_shape), data.num_outputs, data.tokens, data.vocab, ""
     except DlrunError as exc:
         if cfg.dataset.name not in KNOWN_SHAPES:
             raise
-        input_shape, num_outputs = KNOWN_SHAPES[cfg.dataset.name]
+        input_shape, num_outputs = KNOWN_SHAPES[cfg.dataset.name]  # images: no tokens, no vocabulary
+        task = cfg.task or cfg.model.get("task")
+        if task:  # e.g. outputs shaped as the inputs (autoencoders)
+            num_outputs = TASKS.get(task).model_outputs(input_shape, num_outputs)
+        tokens, vocab = False, None
         note = (f"({cfg.dataset.name} is not on this machine, so its known shape is used: "
                 f"{str(exc).splitlines()[0]})")
-    task = cfg.task or cfg.model.get("task")
-    if task:  # e.g. outputs shaped as the inputs (autoencoders)
-        num_outputs = TASKS.get(task).model_outputs(input_shape, num_outputs)
-    known = data if not note else None  # the fallback shapes are images: no tokens, no vocabulary
     model = build_model(OmegaConf.to_container(cfg.model, resolve=True), input_shape, num_outputs, cfg.dataset.name,
-                        getattr(known, "tokens", False), getattr(known, "vocab", None))
+                        tokens, vocab)
     return model, input_shape, num_outputs, note, cfg
 
 

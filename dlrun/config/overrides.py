@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-import shlex
 from pathlib import Path
 
 from dlrun.config.search import GROUPS, OPTION_NAME, group_options
@@ -11,6 +10,12 @@ from dlrun.errors import DlrunError, did_you_mean
 # ---- command-line overrides: composition and early typo detection -----------------------------------
 def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
+
+def is_hydra_override(override: str) -> bool:
+    """Hydra's own settings: `hydra.KEY=...`, `hydra/GROUP=...`, also with `+`/`~`; never a run's config."""
+    key = override_key(override)
+    return key == "hydra" or key.startswith(("hydra.", "hydra/"))
+
 
 def override_value(override: str):
     """The value of a KEY=VALUE override as Hydra parses it (quotes and escapes undone)."""
@@ -102,8 +107,3 @@ def run_dir_of(overrides: list[str]) -> Path | None:
     """The folder `hydra.run.dir=DIR` names, if an override does."""
     dirs = [override_value(o) for o in overrides if override_key(o) == "hydra.run.dir"]
     return Path(str(dirs[-1])) if dirs else None
-
-
-def shell_quote(arg: str) -> str:
-    """An argument as a POSIX shell reads it back."""
-    return shlex.quote(arg)

@@ -14,7 +14,7 @@ from typing import Iterable
 
 import yaml
 
-from dlrun.config.overrides import check_options, override_key, override_value, parse, quote
+from dlrun.config.overrides import check_options, is_hydra_override, override_key, override_value, parse, quote
 from dlrun.config.search import config_folders
 from dlrun.train import run_folder
 from dlrun.errors import DlrunError
@@ -67,7 +67,7 @@ def saved_overrides(run_dir: Path, config_dirs: Iterable[str] = ()) -> list[str]
         raise refuse("is not a list of overrides" if saved is not None else "is empty")
     parsed = parse(saved)
     for o in parsed:
-        if o.key_or_group.startswith("hydra") or o.get_key_element().lstrip("+~").startswith("hydra"):
+        if is_hydra_override(o.input_line):
             raise refuse(f"holds {o.input_line!r}")
         if o.is_sweep_override():
             raise refuse(f"holds the sweep {o.input_line!r} (a run has one value per key)")

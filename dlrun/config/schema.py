@@ -37,9 +37,6 @@ def fraction(allowed: str = "a number in [0, 1)"):
     return rng(lambda v: 0 <= v < 1, allowed)
 
 
-PRECISIONS = ("32", "bf16", "fp16")
-
-
 @dataclass
 class Checkpoint:
     monitor: str  # best.pt follows this metric

@@ -1,6 +1,9 @@
 """Small synthetic problems from scikit-learn and the seeds: fast, seeded, for tests and teaching."""
 from __future__ import annotations
 
+import dataclasses
+from typing import Callable
+
 import torch
 
 from dlrun.data.bundle import DataBundle, Split, standardise_stats, stratified_split
@@ -35,20 +38,32 @@ def _values(y: torch.Tensor, tr: torch.Tensor) -> torch.Tensor:
     return (y - y[tr].mean()) / y[tr].std()  # a unit-scale target keeps default learning rates sensible
 
 
-def _generators(n: int, noise: float, n_features: int, centers: int, n_labels: int, seed: int) -> dict:
-    """kind -> (a function making (x, y), the task its targets are, how its labels become targets)."""
+@dataclasses.dataclass
+class Kind:
+    """One synthetic problem: how (x, y) are made, the task of its targets, how labels become targets, whether
+    the splits keep each class's share, and the class names."""
+
+    make: Callable
+    task: str
+    targets: Callable
+    stratify: bool = False
+    classes: list[str] | None = None
+
+
+def _kinds(n: int, noise: float, n_features: int, centers: int, n_labels: int, seed: int) -> dict[str, Kind]:
     from sklearn import datasets as skd
 
+    two = {"targets": _zero_one, "stratify": True, "classes": ["0", "1"]}
     return {
-        "moons": (lambda: skd.make_moons(n, noise=noise, random_state=seed), "binary", _zero_one),
-        "circles": (lambda: skd.make_circles(n, noise=noise, factor=0.5, random_state=seed), "binary", _zero_one),
-        "student": (lambda: _student(n, noise, seed), "binary", _zero_one),
-        "blobs": (lambda: skd.make_blobs(n, n_features=n_features, centers=centers, random_state=seed), "multiclass",
-                  _classes),
-        "multilabel": (lambda: skd.make_multilabel_classification(n, n_features=n_features, n_classes=n_labels,
-                                                                  random_state=seed), "multilabel", _labels),
-        "regression": (lambda: skd.make_regression(n, n_features=n_features, noise=noise * 10, random_state=seed),
-                       "regression", _values),
+        "moons": Kind(lambda: skd.make_moons(n, noise=noise, random_state=seed), "binary", **two),
+        "circles": Kind(lambda: skd.make_circles(n, noise=noise, factor=0.5, random_state=seed), "binary", **two),
+        "student": Kind(lambda: _student(n, noise, seed), "binary", **two),
+        "blobs": Kind(lambda: skd.make_blobs(n, n_features=n_features, centers=centers, random_state=seed),
+                      "multiclass", _classes, stratify=True),
+        "multilabel": Kind(lambda: skd.make_multilabel_classification(n, n_features=n_features, n_classes=n_labels,
+                                                                      random_state=seed), "multilabel", _labels),
+        "regression": Kind(lambda: skd.make_regression(n, n_features=n_features, noise=noise * 10, random_state=seed),
+                           "regression", _values),
     }
 
 
@@ -59,15 +74,14 @@ def synthetic(kind: str = "moons", n_samples: int = 1000, noise: float = 0.2, n_
     """Toy problems: moons, circles, student (binary), blobs (multiclass), multilabel, regression."""
     if kind not in KINDS:
         raise DlrunError(f"unknown synthetic kind '{kind}'.{did_you_mean(kind, KINDS)} Choose one of {', '.join(KINDS)}.")
-    make, task, targets = _generators(n_samples, noise, n_features, centers, n_labels, split_seed)[kind]
-    x, y = make()
+    spec = _kinds(n_samples, noise, n_features, centers, n_labels, split_seed)[kind]
+    x, y = spec.make()
     x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y)
-    stratify = targets in (_classes, _zero_one)  # one class per sample: each split gets its share of each
-    tr, va, te = stratified_split(y.long() if stratify else torch.zeros(len(y)),
-                                  [1 - val_split - test_split, val_split, test_split], split_seed, stratify=stratify)
-    y = targets(y, tr)
+    tr, va, te = stratified_split(y.long() if spec.stratify else torch.zeros(len(y)),
+                                  [1 - val_split - test_split, val_split, test_split], split_seed, stratify=spec.stratify)
+    y = spec.targets(y, tr)
     mean, std = standardise_stats(x[tr], 1.0)
-    outputs = int(y.max()) + 1 if targets is _classes else y.shape[1]
+    outputs = int(y.max()) + 1 if y.dim() == 1 else y.shape[1]  # class indices, or one column per output
     return DataBundle(Split(x[tr], y[tr]), Split(x[va], y[va]), Split(x[te], y[te]),
-                      input_shape=(x.shape[1],), num_outputs=outputs, task=task, mean=mean, std=std,
-                      classes=["0", "1"] if targets is _zero_one else None)
+                      input_shape=(x.shape[1],), num_outputs=outputs, task=spec.task, mean=mean, std=std,
+                      classes=spec.classes)

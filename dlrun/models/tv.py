@@ -63,10 +63,7 @@ def read_weights(path: str) -> dict[str, torch.Tensor]:
                          "network access for it); give a local file: a torchvision state_dict (.pth) copied here, or "
                          "a dlrun run's checkpoints/best.pt. Leave model.weights=null to start from random weights.",
                          exit_code=3)
-    try:
-        state = safe_load(file, f"model.weights={path}")
-    except DlrunError as exc:
-        raise DlrunError(str(exc), exit_code=3) from None
+    state = safe_load(file, f"model.weights={path}", exit_code=3)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # a dlrun checkpoint
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

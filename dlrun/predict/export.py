@@ -15,7 +15,7 @@ from torch import nn
 import dlrun
 from dlrun.data.normalise import Normalise
 from dlrun.errors import DlrunError
-from dlrun.train.checkpoint import atomic_write
+from dlrun.train.checkpoint import atomic_write, save_safetensors
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2", "safetensors": ".safetensors"}
 
@@ -38,8 +38,8 @@ def metadata(predictor) -> dict:
             "dataset": meta["dataset"]["name"], "input_shape": ["batch", *meta["input_shape"]],
             "input_dtype": meta["input_dtype"], "inputs": "raw, as the data source gives them (normalisation inside)",
             "outputs": f"raw scores of task {meta['task']} (the softmax/sigmoid is not applied)",
-            "classes": meta.get("classes") if not meta["tokens"] else None, "vocab_size": len(meta.get("classes") or
-                                                                                                  meta.get("vocab") or []),
+            "classes": None if meta["tokens"] else meta.get("classes"),
+            "vocab_size": len(meta.get("classes") or meta.get("vocab") or []) if meta["tokens"] else None,
             "epoch": predictor.epoch}
 
 
@@ -128,7 +128,4 @@ def export_pt2(module: nn.Module, x: torch.Tensor, meta: dict, out: Path) -> Non
 
 def export_safetensors(module: nn.Module, x: torch.Tensor, meta: dict, out: Path) -> None:
     """The weights (the normalisation's buffers included) and, as metadata, the description as JSON."""
-    from safetensors.torch import save
-
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
-    _bytes_to(out, save(tensors, metadata={"format": "pt", "dlrun": json.dumps(meta)}))
+    save_safetensors(module, out, {"dlrun": json.dumps(meta)})

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from dlrun.errors import DlrunError
+from dlrun.tasks.base import is_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -116,7 +117,7 @@ def read_image(path: Path, meta: dict) -> torch.Tensor:
     from PIL import Image, UnidentifiedImageError
 
     shape = tuple(meta["input_shape"])
-    if len(shape) != 3 or shape[0] not in (1, 3):
+    if not is_image(shape):
         raise DlrunError(f"{path}: this model takes inputs of shape {shape}, not images.")
     channels, height, width = shape
     try:

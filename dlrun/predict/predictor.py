@@ -19,8 +19,7 @@ from dlrun.config.schema import settings
 from dlrun.data.normalise import Normalise
 from dlrun.errors import DlrunError
 from dlrun.models.build import build_model
-from dlrun.registry import TASKS
-from dlrun.tasks.base import Task
+from dlrun.tasks.base import Task, build_task
 from dlrun.train.checkpoint import load_checkpoint
 from dlrun.train.loop import AMP_DTYPES
 
@@ -59,7 +58,7 @@ class Predictor:
             model.load_state_dict(state["model"])
         except RuntimeError as exc:
             raise DlrunError(f"{source}: its weights do not fit its own model config ({str(exc).splitlines()[0]})") from None
-        task = TASKS.get(meta["task"]).build({**config.get("loss", {}), "name": meta["loss"]}, meta["num_outputs"])
+        task = build_task(meta["task"], {**config.get("loss", {}), "name": meta["loss"]}, meta["num_outputs"])
         return cls(model, task, meta, config, source, state.get("epoch"), device)
 
     # ---- new inputs ----------------------------------------------------------------------------
@@ -71,7 +70,7 @@ class Predictor:
         for start in range(0, len(raw), batch_size):
             x = self.normalise(raw[start:start + batch_size].to(self.device))
             with torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext():
-                parts.append(self.model(x).float())
+                parts.append(self.model(x).float().cpu())
         return torch.cat(parts) if parts else torch.empty(0)
 
     def predict(self, inputs, batch_size: int = 256, top_k: int = 3) -> list[dict]:
@@ -106,27 +105,22 @@ class Predictor:
     def evaluate_split(self, name: str = "test", batch_size: int | None = None) -> tuple[dict, torch.Tensor, torch.Tensor]:
         """The run's own split, rebuilt from its dataset config (the data must be on this machine) and scored by the
         same code as the test pass: (metrics as in summary.json without the test_ prefix, outputs, targets)."""
-        from dlrun.data import build_dataset
-        from dlrun.data.loader import Batches
-        from dlrun.train.loop import SupervisedLoop
-
         from omegaconf import OmegaConf
 
-        dataset = OmegaConf.create({**self.config["dataset"], "download": False} if "download" in self.config["dataset"]
-                                   else self.config["dataset"])
-        data = build_dataset(dataset)
-        TASKS.get(self.task.name).adapt(data)
-        data.to(self.device)
+        from dlrun.data.loader import Batches
+        from dlrun.train.build import build_data
+        from dlrun.train.loop import SupervisedLoop
+
+        config = OmegaConf.create(self.config)
+        if "download" in config.dataset:
+            config.dataset.download = False  # predicting never downloads
+        data, _, _ = build_data(config, self.device)  # as the run built it, targets shaped for its task
         split = {"test": data.test, "val": data.val, "train": data.train}[name]
         tset = dataclasses.replace(self.settings, batch_size=batch_size or self.settings.batch_size)
         loop = SupervisedLoop(self.model, None, self.task, data, Batches(self.device, tset.batch_size,
                                                                           limit_batches=tset.limit_batches), tset)
-        pairs: list = []
-        torch.manual_seed(self.config["seed"])  # as the test pass did (dlrun/train/pipeline.py)
-        row = loop.evaluate(split, pairs)
-        out, y = torch.cat([o for o, _ in pairs]).cpu(), torch.cat([t for _, t in pairs]).cpu()
-        metrics, _ = self.task.metrics(out, y, data.classes)
-        return {**row, **metrics}, out, y
+        metrics, _, pairs = loop.score(split, self.config["seed"])  # the test pass's own code
+        return metrics, torch.cat([o for o, _ in pairs]).cpu(), torch.cat([t for _, t in pairs]).cpu()
 
 
 def checkpoint_path(run: Path, checkpoint: str) -> Path:

@@ -84,10 +84,11 @@ def finish(argv: list[str], planned: list[list[str]] | None, stopped: str | None
     return 1 if bad else 0
 
 
-def workers_died(exc: BaseException, planned: list[list[str]] | None) -> bool:
-    """A launcher's worker process was killed (joblib/loky's TerminatedWorkerError): every job of this launch
-    that had started and has no ledger line yet is recorded as failed (killed), so the table shows it and a
-    re-run redoes it (or resumes it from its last checkpoint). False for any other error."""
+def workers_died(exc: BaseException, planned: list[list[str]] | None, launched_at: float) -> bool:
+    """A launcher's worker process was killed (joblib/loky's TerminatedWorkerError): every job that this launch
+    started (Hydra wrote its .hydra/ files after `launched_at`; a folder left by an earlier launch does not count)
+    and that has no ledger line yet is recorded as failed (killed), so the table shows it and a re-run redoes it
+    (or resumes it from its last checkpoint). False for any other error."""
     from dlrun.errors import print_error
 
     if type(exc).__name__ != "TerminatedWorkerError":
@@ -100,8 +101,8 @@ def workers_died(exc: BaseException, planned: list[list[str]] | None) -> bool:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     for num, ov in enumerate(planned or []):
         folder = folders.get(job_key(ov))
-        if num in done or folder is None:
-            continue  # finished, or never started: "not run" in the table
+        if num in done or folder is None or (folder / ".hydra" / "overrides.yaml").stat().st_mtime < launched_at:
+            continue  # finished, or not started by this launch: "not run" in the table
         error = f"killed: the worker process running it died ({first})"
         append_ledger(sweep_dir, {"job": num, "dir": folder.name, "overrides": list(ov), "launch": launch,
                                   "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "status": "failed",

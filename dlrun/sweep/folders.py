@@ -10,19 +10,13 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from dlrun.sweep.ledger import RUN_ID_ENV, read_summary
 
 STATE: dict = {}  # this process's sweep folder, for the final table
 
-class SweepDirCallback(Callback):
-    """Hydra callback: tell the launching process its sweep folder, also when the jobs run in other
-    processes (joblib, SLURM), so the final table and exit code come from the ledger they write."""
 
-    def on_multirun_start(self, config, **kwargs) -> None:
-        STATE["dir"] = Path(str(config.hydra.sweep.dir))
 
 SKIPPED: dict[str, Path] = {}  # scratch folder -> the completed job's folder it stands in for
 

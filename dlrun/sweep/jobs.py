@@ -55,7 +55,7 @@ def sweep_job(cfg, hc) -> dict | None:
         clear(run_dir)  # a failed attempt: start again from scratch
         entry["redone"] = True
 
-    from dlrun.config.validate import validate
+    from dlrun.config.validation import validate
     from dlrun.train.pipeline import exit_code, train
 
     start, summary, error, code = time.perf_counter(), None, None, 0

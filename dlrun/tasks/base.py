@@ -56,7 +56,6 @@ class Task:
 
     name: ClassVar[str]
     losses: ClassVar[tuple[str, ...]]  # the losses that fit; the first is loss=auto's
-    output: ClassVar[str]  # the last layer's activation, in words
     classification: ClassVar[bool] = False  # accuracy is tracked per step and per epoch
     target_is_input: ClassVar[bool] = False  # the target is the (normalised) input, taken before augmentation
 
@@ -90,6 +89,8 @@ class Task:
     @classmethod
     def adapt(cls, data) -> None:
         """Shape the data's targets for this task, or refuse data whose targets cannot be this task's."""
+        if cls.target_is_input:  # the input is the target; the labels stay (for plots and studies)
+            data.num_outputs, data.task = cls.model_outputs(data.input_shape, data.num_outputs), cls.name
         if data.task != cls.name:
             raise DlrunError(f"task={cls.name} does not fit the {data.task} targets of this dataset; "
                              f"leave task unset to use {data.task}.")
@@ -162,10 +163,14 @@ def write_embeddings(vectors: torch.Tensor, vocab: list[str], run_dir: Path, top
     ids = torch.arange(min(top, len(vocab)))
     sims, near = nearest(vectors, ids, min(k, len(vocab) - 1))
     found = {vocab[i]: [vocab[j] for j in row] for i, row in zip(ids.tolist(), near.tolist())}
-    text = "".join(f"{w}: " + ", ".join(f"{n} ({s:.2f})" for n, s in zip(found[w], srow)) + "\n"
-                   for w, srow in zip(found, sims.tolist()))
+    text = "".join(neighbour_line(w, found[w], srow) + "\n" for w, srow in zip(found, sims.tolist()))
     atomic_write(run_dir / "neighbours.txt", lambda f: f.write(text.encode()), durable=False)
     return found
+
+
+def neighbour_line(word: str, neighbours: list[str], similarities: list[float]) -> str:
+    """'word: near (0.91), nearer (0.88)', as neighbours.txt and `dlrun predict --text` show a word's neighbours."""
+    return f"{word}: " + ", ".join(f"{n} ({s:.2f})" for n, s in zip(neighbours, similarities))
 
 
 def is_image(shape: tuple) -> bool:

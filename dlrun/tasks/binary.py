@@ -13,7 +13,7 @@ from dlrun.tasks.multiclass import draw_confusion
 class Binary(Task):
     """0 or 1 from one sigmoid output (binary cross-entropy)"""
 
-    name, losses, output, classification = "binary", ("bce", "mse"), "sigmoid", True
+    name, losses, classification = "binary", ("bce", "mse"), True
 
     @classmethod
     def loss_hint(cls, name: str, num_outputs: int) -> str:

@@ -9,15 +9,11 @@ from dlrun.tasks.losses import MMD
 class Generation(Task):
     """new inputs, scored against real ones by the MMD (model=gan)"""
 
-    name, losses, output, target_is_input = "generation", ("mmd",), "a new input", True
+    name, losses, target_is_input = "generation", ("mmd",), True
 
     @classmethod
     def make_loss(cls, name: str, options: dict, num_outputs: int):
         return MMD()
-
-    @classmethod
-    def adapt(cls, data) -> None:
-        data.num_outputs, data.task = cls.model_outputs(data.input_shape, data.num_outputs), cls.name
 
     def metrics(self, out, y, classes):  # a sample of at most 2000 of each: the kernel matrix grows as its square
         return {"mmd": self.loss_fn(out[:2000], y[:2000]).item()}, {}

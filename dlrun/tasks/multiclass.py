@@ -12,7 +12,7 @@ from dlrun.tasks.metrics import classification_metrics, confusion_matrix
 class Multiclass(Task):
     """one class per sample (softmax, cross-entropy); digits, fashion_mnist, blobs"""
 
-    name, losses, output, classification = "multiclass", ("cross_entropy",), "softmax", True
+    name, losses, classification = "multiclass", ("cross_entropy",), True
 
     @classmethod
     def loss_hint(cls, name: str, num_outputs: int) -> str:

@@ -16,7 +16,7 @@ from dlrun.train.checkpoint import atomic_write
 class NextToken(Task):
     """the next token at every step (softmax over the vocabulary per step)"""
 
-    name, losses, output, classification = "next_token", ("cross_entropy",), "softmax per step", True
+    name, losses, classification = "next_token", ("cross_entropy",), True
 
     @classmethod
     def make_loss(cls, name: str, options: dict, num_outputs: int):

@@ -11,11 +11,7 @@ from dlrun.tasks.metrics import regression_metrics
 class Reconstruction(Task):
     """the input itself, rebuilt (autoencoders; mse, mae)"""
 
-    name, losses, output, target_is_input = "reconstruction", ("mse", "mae"), "linear", True
-
-    @classmethod
-    def adapt(cls, data) -> None:
-        data.num_outputs, data.task = cls.model_outputs(data.input_shape, data.num_outputs), cls.name  # labels stay
+    name, losses, target_is_input = "reconstruction", ("mse", "mae"), True
 
     def metrics(self, out, y, classes):
         return regression_metrics(out.flatten(1), y.flatten(1)), {}

@@ -9,7 +9,7 @@ from dlrun.tasks.metrics import regression_metrics
 class Regression(Task):
     """real numbers from a linear output (mse, mae, huber)"""
 
-    name, losses, output = "regression", ("mse", "mae", "huber"), "linear"
+    name, losses = "regression", ("mse", "mae", "huber")
 
     def decode(self, out, classes, top_k=3):
         return [{"value": row[0] if len(row) == 1 else row} for row in out.float().flatten(1).tolist()]

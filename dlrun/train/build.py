@@ -80,9 +80,16 @@ def build_data(cfg: DictConfig, device: torch.device) -> tuple[DataBundle, Task,
     spec = parse_augment(cfg.dataset.get("augment"))
     data = build_dataset(cfg.dataset)
     data.to(device, splits=cfg.dataset.get("in_memory", True))
-    kind = TASKS.get(cfg.task or cfg.model.get("task") or data.task)  # a model may name its task (autoencoders)
-    kind.adapt(data)
+    kind = task_for(cfg, data)
     return data, kind.build(cfg.loss, data.num_outputs), Augment(spec, data.input_shape)
+
+
+def task_for(cfg: DictConfig, data: DataBundle) -> type[Task]:
+    """The run's task (task=NAME, or the model's `task` key, or the data's own) with the data's targets shaped
+    for it (a 0/1 column for binary, the input's size for reconstruction, ...)."""
+    kind = TASKS.get(cfg.task or cfg.model.get("task") or data.task)
+    kind.adapt(data)
+    return kind
 
 
 def build_sized_model(cfg: DictConfig, data: DataBundle) -> torch.nn.Module:

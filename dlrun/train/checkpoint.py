@@ -10,6 +10,7 @@ import json
 import os
 import random
 import re
+import shlex
 import warnings
 from pathlib import Path
 
@@ -185,11 +186,12 @@ def _fallback(bad: Path) -> str:
     if not good:
         return f"No other checkpoint in {bad.parent} is intact."
     names = ", ".join(f"{p} (epoch {r.get('epoch', '?')}, step {r.get('step', '?')})" for p, r in good)
-    hint = f" Continue from it with `dlrun resume={good[0][0]}`." if bad.parent.name == "checkpoints" else ""
+    hint = (f" Continue from it with `dlrun {shlex.quote(f'resume={good[0][0]}')}`."
+            if bad.parent.name == "checkpoints" else "")
     return f"Intact earlier checkpoint{'s' if len(good) > 1 else ''}: {names}.{hint}"
 
 
-def safe_load(path: Path, what: str, map_location="cpu"):
+def safe_load(path: Path, what: str, map_location="cpu", exit_code: int = 2):
     """`torch.load(path, weights_only=True)`: tensors and plain data only, so nothing in the file can run.
     A file that holds anything else is refused as what it is (not a dlrun checkpoint / tensor file), never
     with torch's advice to load it unsafely. `what` names the file in the message ("checkpoint X")."""
@@ -209,7 +211,7 @@ def safe_load(path: Path, what: str, map_location="cpu"):
                          type(exc).__name__)
             why = f"it is truncated, corrupted or not a PyTorch file ({type(exc).__name__}: {first[:200]})"
         raise DlrunError(f"{what} cannot be read safely: {why}. dlrun loads only tensors and plain data; the file "
-                         "was not loaded and nothing in it was run.") from None
+                         "was not loaded and nothing in it was run.", exit_code=exit_code) from None
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
@@ -222,6 +224,15 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
         raise DlrunError(f"checkpoint {path} is not a dlrun checkpoint (it holds a {type(state).__name__}, not a "
                          "mapping of the run's state).")
     return state
+
+
+def save_safetensors(model: torch.nn.Module, path: Path, metadata: dict | None = None) -> None:
+    """A module's weights as safetensors (tensors only, nothing to unpickle) with string metadata, atomically."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}  # clone: no sharing
+    data = save(tensors, metadata={"format": "pt", **(metadata or {})})
+    atomic_write(path, lambda f: f.write(data))
 
 
 def rng_state() -> dict:

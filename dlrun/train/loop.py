@@ -97,6 +97,7 @@ class SupervisedLoop(Loop):
         self.scheduler, self.scheduler_interval = scheduler, scheduler_interval
         self.augment = augment or None  # per-batch, on the device, training steps only
         self.skip_nonfinite = settings.on_nonfinite == "skip"
+        self.own_update = updates_itself(model)  # the GAN's two steps: read once, not every step
         self.amp_dtype = AMP_DTYPES[str(settings.precision)]
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype is torch.float16 else None
         self.memory_format = torch.channels_last if settings.channels_last else None
@@ -162,13 +163,15 @@ class SupervisedLoop(Loop):
                             rec["preds"] = torch.full((len(split), *pred.shape[1:]), -1, dtype=pred.dtype,
                                                       device=self.device)
                         rec["preds"][(i - 1) * bs:(i - 1) * bs + len(y)] = pred
-                if i % self.settings.log_every == 0 or i == total:
+                logged = i % self.settings.log_every == 0 or i == total
+                if logged:
                     loss_sum = self._checked_loss_sum(rec, i, epoch)
                     if progress and sum(rec["sizes"][:i]):
                         progress.update(i, loss_sum / sum(rec["sizes"][:i]))
                 signal = self.trainer.signal
                 if i < total and (signal is not None or (taken is not None and every and self.step % every == 0)):
-                    self._checked_loss_sum(rec, i, epoch)  # never save weights that a bad step has touched
+                    if not logged:
+                        self._checked_loss_sum(rec, i, epoch)  # never save weights that a bad step has touched
                     self._save_mid_epoch(i, rec, skips, time.perf_counter() - t0)
                     if signal is not None:
                         raise Interrupted(signal)
@@ -196,7 +199,7 @@ class SupervisedLoop(Loop):
         None when on_nonfinite=skip skipped the step."""
         s = self.settings
         x = self._input(x)
-        if updates_itself(self.model):  # its own update rule (the GAN's two steps)
+        if self.own_update:  # its own update rule
             return self._stepped(self.model.train_step(self.augment(x) if self.augment else x, self.optimizer), None)
         y = self.task.target(x, y)  # reconstruction: the clean input, whatever augmentation does to x
         buffers = [b.clone() for b in self.model.buffers()] if self.skip_nonfinite else None
@@ -282,6 +285,17 @@ class SupervisedLoop(Loop):
         if self.task.classification:
             out["accuracy"] = correct / count
         return out
+
+    def score(self, split: Split, seed: int) -> tuple[dict, dict, list]:
+        """The test pass: the split evaluated with the RNG at `seed` (a model that draws, a GAN, draws the same),
+        then the task's metrics. (metrics, other summary entries, [(outputs, targets)] per batch). `dlrun predict
+        --split` calls it too, so it reproduces summary.json."""
+        torch.manual_seed(seed)
+        outputs: list = []
+        row = self.evaluate(split, outputs)
+        metrics, extra = self.task.metrics(torch.cat([o for o, _ in outputs]).cpu(),
+                                           torch.cat([y for _, y in outputs]).cpu(), self.data.classes)
+        return {**row, **metrics}, extra, outputs
 
     def example_input(self) -> torch.Tensor:
         split = self.data.val if len(self.data.val) else self.data.train

@@ -1,6 +1,6 @@
 """A run, top to bottom: `train(cfg, run_dir)` = lock the folder -> setup (resume state, build, records) ->
 fit -> test with the best weights (metrics, the task's artifacts) -> summary.json. The CLI, the Python API
-and each sweep job call it with a composed config (dlrun/config/compose.py)."""
+and each sweep job call it with a composed config (dlrun/config/composition.py)."""
 from __future__ import annotations
 
 import contextlib
@@ -9,21 +9,20 @@ import signal
 import time
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.markup import escape
 
 import dlrun
 from dlrun.config.overrides import override_key
-from dlrun.config.validate import validate
+from dlrun.config.validation import validate
 from dlrun.errors import DlrunError
 from dlrun.models.summary import count_params
 from dlrun.plotter import Plotter
 from dlrun.tasks.base import Artifacts
 from dlrun.train import run_folder
 from dlrun.train.build import Job, build
-from dlrun.train.checkpoint import atomic_write, load_checkpoint
+from dlrun.train.checkpoint import atomic_write, load_checkpoint, save_safetensors
 from dlrun.train.device import resolve_device, seed_everything, versions
 from dlrun.train.loop import Interrupted
 from dlrun.train.resuming import apply_learning_rate, resume_state
@@ -44,8 +43,8 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None, plotte
     start = time.perf_counter()
     validate(cfg)
     run_dir = Path(run_dir)
-    if cfg.resume is None and (run_dir / "summary.json").exists():
-        raise DlrunError(f"{run_dir} already holds a run; use `{continue_hint(run_dir)}` or another folder.")
+    if cfg.resume is None:
+        run_folder.refuse_if_taken(run_dir)
     run_folder.lock(run_dir)
     console = console or Console()
     try:
@@ -122,19 +121,14 @@ def test(job: Job, summary: dict, plotter: Plotter) -> None:
     cfg, data, task = job.cfg, job.data, job.task
     try:
         summary["test_weights"] = load_test_weights(job)
-        torch.manual_seed(cfg.seed)  # a fixed RNG for models that draw (a GAN): `dlrun predict --split test` redoes it
-        outputs: list = []
-        row = job.trainer.loop.evaluate(data.test, outputs)
-        metrics, extra = task.metrics(torch.cat([o for o, _ in outputs]).cpu(), torch.cat([y for _, y in outputs]).cpu(),
-                                      data.classes)
-        summary.update({f"test_{k}": v for k, v in {**row, **metrics}.items()}, task=task.name, loss=task.loss_name,
-                       **extra)
+        metrics, extra, outputs = job.trainer.loop.score(data.test, cfg.seed)
+        summary.update({f"test_{k}": v for k, v in metrics.items()}, task=task.name, loss=task.loss_name, **extra)
         say = (lambda line: job.console.print(line, highlight=False, markup=False)) if cfg.logger.console else print_nothing
         task.write_artifacts(Artifacts(job.model, data, outputs, job.run_dir, plotter,
                                        f"{cfg.model.name} on {cfg.dataset.name}", cfg.seed, say), summary)
         if cfg.trainer.export_safetensors:
-            export_safetensors(job.model, job.run_dir / "model.safetensors",
-                               {"dlrun_epoch": str(summary["test_weights"]["epoch"])})
+            save_safetensors(job.model, job.run_dir / "model.safetensors",
+                             {"dlrun_epoch": str(summary["test_weights"]["epoch"])})
     except (DlrunError, OSError) as exc:
         job.failure = as_dlrun_error(exc, job.run_dir)
         summary["status"], summary["error"] = "failed", str(job.failure)
@@ -219,15 +213,6 @@ def _kept(run_dir: Path) -> str:
 def write_summary(run_dir: Path, summary: dict) -> None:
     text = json.dumps(summary, indent=2, default=str)
     atomic_write(run_dir / "summary.json", lambda f: f.write(text.encode()))
-
-
-def export_safetensors(model: torch.nn.Module, path: Path, metadata: dict | None = None) -> None:
-    """The model's weights as safetensors (tensors only, nothing to unpickle), written atomically."""
-    from safetensors.torch import save
-
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}  # clone: no sharing
-    data = save(tensors, metadata={"format": "pt", **(metadata or {})})
-    atomic_write(path, lambda f: f.write(data))
 
 
 def exit_code(summary: dict) -> int:

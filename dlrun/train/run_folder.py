@@ -110,13 +110,17 @@ def lock(run_dir: Path) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = _holder(os.fstat(fd).st_ino)
+        error = _in_use(run_dir, fd)
         os.close(fd)
-        raise DlrunError(f"{run_dir} is in use by another dlrun process ({holder}); nothing was changed. "
-                         "Wait for it to end, or stop it, then run again.", exit_code=1) from None
+        raise error from None
     if not existed:
         _made(run_dir, path)
     _HELD[key] = fd
+
+
+def _in_use(run_dir: Path, fd: int) -> DlrunError:
+    return DlrunError(f"{run_dir} is in use by another dlrun process ({_holder(os.fstat(fd).st_ino)}); nothing was "
+                      "changed. Wait for it to end, or stop it, then run again.", exit_code=1)
 
 
 def _holder(inode: int) -> str:
@@ -144,8 +148,7 @@ def check_free(run_dir: Path) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        raise DlrunError(f"{run_dir} is in use by another dlrun process ({_holder(os.fstat(fd).st_ino)}); nothing "
-                         "was changed. Wait for it to end, or stop it, then run again.", exit_code=1) from None
+        raise _in_use(run_dir, fd) from None
     finally:
         os.close(fd)
 

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 from dlrun.train.callbacks import Callback
-from dlrun.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from dlrun.train.checkpoint import rng_state, save_checkpoint, set_rng_state
 from dlrun.train.loggers import EpochProgress
 from dlrun.train.loop import Interrupted, Loop, NonFiniteLoss
 
@@ -94,9 +94,6 @@ class Trainer:
         save_checkpoint(self.state_dict(), path)
         if Path(path).name == "last.pt":
             self._last_saved = (self.epoch, self.loop.epoch_step)
-
-    def resume(self, path: Path) -> None:
-        self.load_state_dict(load_checkpoint(path, map_location=self.loop.device))
 
     def _signals(self):
         """SIGINT/SIGTERM/SIGUSR1: finish the current step, save, stop. A second SIGINT aborts at once."""

@@ -13,11 +13,8 @@ import dlrun.config.schema as schema
 from dlrun.errors import DlrunError, did_you_mean
 
 # ---- value checks against the schemas (dlrun/schema.py), applied to the composed config -----------
-ALLOWED_TARGETS: frozenset[str] = frozenset()  # dlrun instantiates nothing named in a config: components come
-
-# from the registries (model=NAME, optimizer=NAME, ...)
 HYDRA_TARGETS = frozenset({  # what Hydra itself may instantiate: dlrun's callback, the launchers and sweepers it ships
-    "dlrun.sweep.folders.SweepDirCallback",
+    "dlrun.sweep.callback.SweepDirCallback",
     "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
     "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
     "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
@@ -104,11 +101,11 @@ def validate(cfg: DictConfig, added: Iterable[str] | None = None) -> None:
     config whose overrides `check_overrides` has already checked.
     """
     problems: list[str] = []
+    # dlrun instantiates nothing named in a config: components come from the registries (model=NAME, ...)
     for key, target in _targets({k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"}):
-        if target not in ALLOWED_TARGETS:
-            problems.append(f"{key}={target!r} is not allowed: no _target_: dlrun never instantiates a class named "
-                            "in a config; components come from the registries (model=NAME, optimizer=NAME, ...; "
-                            "plugins: see `dlrun list`)")
+        problems.append(f"{key}={target!r} is not allowed: no _target_: dlrun never instantiates a class named "
+                        "in a config; components come from the registries (model=NAME, optimizer=NAME, ...; "
+                        "plugins: see `dlrun list`)")
     _check(cfg, schema.Config, "", None if added is None else set(added), problems)
     if problems:  # one problem on one line (a sweep's failure line shows the first line)
         raise DlrunError("invalid config:" + ("\n  " if len(problems) > 1 else " ") + "\n  ".join(problems))

@@ -11,9 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 from dlrun import plugins
 from dlrun.config.overrides import check_options, first_values, override_key, parse
 from dlrun.config.search import CONF_DIR, config_folders, group_options
-from dlrun.config.validate import validate, validate_hydra
+from dlrun.config.validation import validate, validate_hydra
 from dlrun.errors import DlrunError, did_you_mean
-from dlrun.sweep import folders as _folders  # noqa: F401  registers ${dlrun_job_dir:}, hydra.sweep.subdir's resolver
 
 def compose(overrides: list[str], config_dirs: Iterable[str] = (), check: bool = True) -> DictConfig:
     """The run config `dlrun OVERRIDES` would use (a sweep's first job), with its `hydra` node, composed once
