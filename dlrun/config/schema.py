@@ -69,6 +69,8 @@ class Trainer:
     cudnn_benchmark: bool
     l1: float = at_least_0()
     l2: float = at_least_0()
+    class_weight: Union[Literal["balanced"], list[float], None] = rng(
+        lambda v: v == "balanced" or all(w >= 0 for w in v), "null, balanced, or a list of numbers >= 0 (one per class)")
     summary: bool
     checkpoint: Checkpoint
     early_stopping: EarlyStopping

@@ -39,6 +39,10 @@ class DataBundle:
     classes: list[str] | None = None
     tokens: bool = False  # x holds token ids (text): fed to the model as they are, never normalised
     vocab: list[str] | None = None  # the words behind the token ids (skipgram), most frequent first
+    features: dict[str, list[int]] | None = None  # named groups of a flat feature vector (a table's columns)
+    table: dict | None = None  # how a table's rows become features (dlrun/data/tabular.py), to prepare new rows
+    target_scale: tuple[list[float], list[float]] | None = None  # values standardised for training: (mean, std)
+    notes: list[str] = field(default_factory=list)  # what building the data did that the user should know
 
     def __post_init__(self):
         self.normalise = Normalise(self.input_shape, self.scale, self.mean, self.std, self.tokens)
@@ -54,7 +58,8 @@ class DataBundle:
         """What it takes to prepare new inputs as this data's were, without the data (for checkpoints)."""
         return {"input_shape": list(self.input_shape), "input_dtype": str(self.train.x.dtype).removeprefix("torch."),
                 "num_outputs": self.num_outputs, "tokens": self.tokens, "scale": self.scale, "mean": self.mean,
-                "std": self.std, "classes": self.classes, "vocab": self.vocab}
+                "std": self.std, "classes": self.classes, "vocab": self.vocab, "features": self.features,
+                "table": self.table, "target_scale": self.target_scale}
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Raw batch -> what the model takes. Done per batch so images can stay uint8 (4x less memory);

@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dlrun.data.image_folder import IMAGE_SUFFIXES, load_image
 from dlrun.errors import DlrunError
 from dlrun.tasks.base import is_image
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 def read_inputs(paths: list[str], meta: dict) -> tuple[torch.Tensor, list[str]]:
@@ -38,6 +37,12 @@ def read_inputs(paths: list[str], meta: dict) -> tuple[torch.Tensor, list[str]]:
             x = read_array(p, meta)
             batches.append(x)
             names += [f"{p}[{i}]" for i in range(len(x))]
+        elif suffix in (".csv", ".tsv", ".txt") and meta.get("table"):  # a table's rows, columns matched by name
+            from dlrun.data.tabular import read_rows as read_table_rows
+
+            x, row_names = read_table_rows(p, meta)
+            batches.append(x)
+            names += row_names
         elif suffix in (".csv", ".tsv", ".txt") and not meta["tokens"]:
             x = read_rows(p, meta)
             batches.append(x)
@@ -112,22 +117,16 @@ def _number(cell: str) -> bool:
 
 
 def read_image(path: Path, meta: dict) -> torch.Tensor:
-    """An image file as one raw input: converted to the model's channels (grey or RGB) and size, then to the
-    data's raw range (0..255 for uint8 images; 0..scale for data stored otherwise, e.g. digits' 0..16)."""
-    from PIL import Image, UnidentifiedImageError
-
+    """An image file as one raw input, prepared by the code that prepared `dataset=image_folder`'s training images
+    (converted to the model's channels, resized), then in the data's raw range (0..255 for uint8 images; 0..scale
+    for data stored otherwise, e.g. digits' 0..16)."""
     shape = tuple(meta["input_shape"])
     if not is_image(shape):
         raise DlrunError(f"{path}: this model takes inputs of shape {shape}, not images.")
-    channels, height, width = shape
     try:
-        with Image.open(path) as img:
-            img.load()
-            img = img.convert("L" if channels == 1 else "RGB").resize((width, height), Image.Resampling.BILINEAR)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        pixels = load_image(path, *shape)
+    except Exception as exc:  # noqa: BLE001 - PIL raises OSError, ValueError, SyntaxError, bomb errors...
         raise DlrunError(f"{path} cannot be read as an image ({type(exc).__name__}: {exc}).") from None
-    pixels = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
-    pixels = pixels[None] if channels == 1 else pixels.permute(2, 0, 1)
     scale = float(meta["scale"])
     return pixels if scale == 255.0 else pixels.float() * (scale / 255.0)
 

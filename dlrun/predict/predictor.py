@@ -58,7 +58,9 @@ class Predictor:
             model.load_state_dict(state["model"])
         except RuntimeError as exc:
             raise DlrunError(f"{source}: its weights do not fit its own model config ({str(exc).splitlines()[0]})") from None
-        task = build_task(meta["task"], {**config.get("loss", {}), "name": meta["loss"]}, meta["num_outputs"])
+        task = build_task(meta["task"], {**config.get("loss", {}), "name": meta["loss"]}, meta["num_outputs"],
+                          meta.get("target_scale"), meta.get("class_weight"))
+        task.loss_fn.to(device)
         return cls(model, task, meta, config, source, state.get("epoch"), device)
 
     # ---- new inputs ----------------------------------------------------------------------------

@@ -58,20 +58,44 @@ class Task:
     losses: ClassVar[tuple[str, ...]]  # the losses that fit; the first is loss=auto's
     classification: ClassVar[bool] = False  # accuracy is tracked per step and per epoch
     target_is_input: ClassVar[bool] = False  # the target is the (normalised) input, taken before augmentation
+    weighs_classes: ClassVar[bool] = False  # takes trainer.class_weight (one weight per class in the loss)
 
-    def __init__(self, loss_name: str, loss_fn: nn.Module):
+    def __init__(self, loss_name: str, loss_fn: nn.Module, target_scale: tuple | None = None,
+                 class_weight: list[float] | None = None):
         self.loss_name, self.loss_fn = loss_name, loss_fn
+        self.target_scale = target_scale  # (mean, std) of values standardised for training (a table's regression)
+        self.class_weight = class_weight  # each class's weight in the loss (trainer.class_weight), or None
 
     # ---- building ------------------------------------------------------------------------------
     @classmethod
-    def build(cls, loss: dict, num_outputs: int) -> "Task":
-        """The task with its loss (`loss`: the loss config); a loss that cannot fit is refused, saying why."""
+    def build(cls, loss: dict, num_outputs: int, target_scale: tuple | None = None,
+              class_weight: list[float] | None = None) -> "Task":
+        """The task with its loss (`loss`: the loss config); a loss that cannot fit is refused, saying why.
+        `target_scale`: the (mean, std) the data standardised its values with, to report them in their own units;
+        `class_weight`: each class's weight in the loss (resolved by `class_weights`)."""
         options = dict(loss)
         name = options.pop("name")
         name = cls.losses[0] if name == "auto" else name
         if name not in cls.losses:
             raise DlrunError(f"loss={name} does not fit task={cls.name}: {cls.loss_hint(name, num_outputs)}.")
-        return cls(name, cls.make_loss(name, options, num_outputs))
+        if class_weight is not None:
+            options["class_weight"] = class_weight
+        return cls(name, cls.make_loss(name, options, num_outputs), target_scale, class_weight)
+
+    @classmethod
+    def class_weights(cls, spec, y: torch.Tensor, classes: int) -> list[float] | None:
+        """trainer.class_weight as one weight per class: as given, or `balanced` from the training targets' counts
+        (n / (classes * count), scikit-learn's and Keras' formula)."""
+        if spec is None:
+            return None
+        if not cls.weighs_classes:
+            raise DlrunError(f"trainer.class_weight weighs classes in the loss; task={cls.name} has no classes to weigh.")
+        if spec == "balanced":
+            counts = torch.bincount(y.flatten().long().cpu(), minlength=classes).double()
+            return (counts.sum() / (classes * counts.clamp_min(1))).tolist()
+        if len(spec) != classes:
+            raise DlrunError(f"trainer.class_weight has {len(spec)} weights; this data has {classes} classes.")
+        return [float(w) for w in spec]
 
     @classmethod
     def loss_hint(cls, name: str, num_outputs: int) -> str:
@@ -140,9 +164,10 @@ def register_task(cls: type[Task]) -> type[Task]:
     return cls
 
 
-def build_task(name: str, loss: dict, num_outputs: int) -> Task:
+def build_task(name: str, loss: dict, num_outputs: int, target_scale: tuple | None = None,
+               class_weight: list[float] | None = None) -> Task:
     """The task called `name` with its loss."""
-    return TASKS.get(name).build(loss, num_outputs)
+    return TASKS.get(name).build(loss, num_outputs, target_scale, class_weight)
 
 
 def nearest(vectors: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from dlrun.errors import DlrunError
 from dlrun.tasks.base import Artifacts, Task, register_task
@@ -13,7 +14,7 @@ from dlrun.tasks.multiclass import draw_confusion
 class Binary(Task):
     """0 or 1 from one sigmoid output (binary cross-entropy)"""
 
-    name, losses, classification = "binary", ("bce", "mse"), True
+    name, losses, classification, weighs_classes = "binary", ("bce", "mse"), True, True
 
     @classmethod
     def loss_hint(cls, name: str, num_outputs: int) -> str:
@@ -21,6 +22,11 @@ class Binary(Task):
             return ("cross-entropy needs one output per class, and a binary task has a single output; use "
                     "loss=bce (sigmoid output), or task=multiclass for 2 softmax outputs")
         return super().loss_hint(name, num_outputs)
+
+    @classmethod
+    def make_loss(cls, name: str, options: dict, num_outputs: int):
+        loss = super().make_loss(name, options, num_outputs)
+        return ClassWeighted(loss, options["class_weight"]) if "class_weight" in options else loss
 
     @classmethod
     def adapt(cls, data) -> None:
@@ -49,3 +55,18 @@ class Binary(Task):
 
     def artifacts(self, a: Artifacts, summary: dict) -> None:
         draw_confusion(a, summary)
+
+
+class ClassWeighted(nn.Module):
+    """A 0/1 target's loss with each sample weighted by its class (trainer.class_weight): sum(w * loss) / sum(w),
+    the normalisation torch's CrossEntropyLoss(weight=...) uses, so both classification tasks weigh alike."""
+
+    def __init__(self, loss: nn.Module, weights: list[float]):
+        super().__init__()
+        self.loss = loss
+        self.loss.reduction = "none"
+        self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32))
+
+    def forward(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        w = self.weights[y.long()]
+        return (self.loss(out, y) * w).sum() / w.sum()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from dlrun.errors import DlrunError
 from dlrun.tasks.base import Artifacts, Task, register_task
@@ -12,7 +13,7 @@ from dlrun.tasks.metrics import classification_metrics, confusion_matrix
 class Multiclass(Task):
     """one class per sample (softmax, cross-entropy); digits, fashion_mnist, blobs"""
 
-    name, losses, classification = "multiclass", ("cross_entropy",), True
+    name, losses, classification, weighs_classes = "multiclass", ("cross_entropy",), True, True
 
     @classmethod
     def loss_hint(cls, name: str, num_outputs: int) -> str:

@@ -1,5 +1,7 @@
-"""Real-valued targets from a linear output: MSE, MAE and R²."""
+"""Real-valued targets from a linear output: MSE, MAE and R², in the data's own units."""
 from __future__ import annotations
+
+import torch
 
 from dlrun.tasks.base import Task, register_task
 from dlrun.tasks.metrics import regression_metrics
@@ -11,8 +13,16 @@ class Regression(Task):
 
     name, losses = "regression", ("mse", "mae", "huber")
 
+    def in_units(self, values: torch.Tensor) -> torch.Tensor:
+        """Values as the data gives them: training may have standardised them (a table's target)."""
+        values = values.float().flatten(1)
+        if self.target_scale is None:
+            return values
+        mean, std = (torch.tensor(v, dtype=values.dtype, device=values.device) for v in self.target_scale)
+        return values * std + mean
+
     def decode(self, out, classes, top_k=3):
-        return [{"value": row[0] if len(row) == 1 else row} for row in out.float().flatten(1).tolist()]
+        return [{"value": row[0] if len(row) == 1 else row} for row in self.in_units(out).tolist()]
 
     def metrics(self, out, y, classes):
-        return regression_metrics(out.flatten(1), y.flatten(1)), {}
+        return regression_metrics(self.in_units(out), self.in_units(y)), {}

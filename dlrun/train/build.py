@@ -26,6 +26,7 @@ from dlrun.train.callbacks import EarlyStopping, LoggerCallback, ModelCheckpoint
 from dlrun.train.device import set_backends
 from dlrun.train.loop import SupervisedLoop
 from dlrun.train.optim import build_optimizer, build_scheduler
+from dlrun.train.run_folder import log
 from dlrun.train.trainer import Trainer
 
 
@@ -52,6 +53,10 @@ def build(cfg: DictConfig, run_dir: Path, device: torch.device, console: Console
     """Data, task, model, optimizer, schedule, loop, callbacks and trainer for `cfg`."""
     tset = settings(TrainerSettings, cfg.trainer)
     data, task, augment = build_data(cfg, device)
+    for note in data.notes:  # rows dropped, files skipped: said once, and kept in dlrun.log
+        log.info("dataset=%s: %s", cfg.dataset.name, note)
+        if cfg.logger.console:
+            console.print(f"dataset={cfg.dataset.name}: {note}", highlight=False, markup=False)
     model = build_sized_model(cfg, data).to(device)
     check_own_update(cfg, model, tset)
     if tset.summary and cfg.logger.console:
@@ -81,7 +86,10 @@ def build_data(cfg: DictConfig, device: torch.device) -> tuple[DataBundle, Task,
     data = build_dataset(cfg.dataset)
     data.to(device, splits=cfg.dataset.get("in_memory", True))
     kind = task_for(cfg, data)
-    return data, kind.build(cfg.loss, data.num_outputs), Augment(spec, data.input_shape)
+    weights = kind.class_weights(cfg.trainer.get("class_weight"), data.train.y, max(data.num_outputs, 2))
+    task = kind.build(cfg.loss, data.num_outputs, data.target_scale, weights)
+    task.loss_fn.to(device)  # class weights live in the loss
+    return data, task, Augment(spec, data.input_shape)
 
 
 def task_for(cfg: DictConfig, data: DataBundle) -> type[Task]:
@@ -133,6 +141,6 @@ def loggers(cfg: DictConfig, run_dir: Path, console: Console) -> list:
 def describe(cfg: DictConfig, data: DataBundle, task: Task) -> dict:
     """What a checkpoint carries to use the model without the training data: the model's config and the
     shapes it was built for, the task, and how raw inputs are prepared (normalisation, class names, vocabulary)."""
-    return {"dlrun": dlrun.__version__, "task": task.name, "loss": task.loss_name,
+    return {"dlrun": dlrun.__version__, "task": task.name, "loss": task.loss_name, "class_weight": task.class_weight,
             "model": OmegaConf.to_container(cfg.model, resolve=True),
             "dataset": OmegaConf.to_container(cfg.dataset, resolve=True), **data.describe()}
