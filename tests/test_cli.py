@@ -82,7 +82,7 @@ def test_list_models_and_help_do_not_import_torch():
     lines = proc.stdout.splitlines()
     # exactly what model=OPTION accepts: the built-in models and their presets
     assert [ln.split()[0] for ln in lines] == ["airbench", "autoencoder", "charlm", "cnn", "cnn_seed2x", "cnn_seed3x",
-                                               "gan", "gru", "inception", "lenet5", "lstm", "mlp", "perceptron",
+                                               "gan", "graph", "gru", "inception", "lenet5", "lstm", "mlp", "perceptron",
                                                "resnet", "rnn", "sequential", "sequential_seed_conv", "transformer",
                                                "tv", "vae", "vgg", "word2vec"]
     assert all(len(ln.split(maxsplit=1)) == 2 for ln in lines)  # every name has a description

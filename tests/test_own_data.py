@@ -131,7 +131,7 @@ def test_csv_targets_decide_the_task(tmp_path):
     ("a,b\n1,yes\n2,yes\n3,yes\n", {"target": "b"}, "has a single class ('yes')"),
     ("", {"target": "a"}, "is empty"),
     ("a,b\n1,2\n3,\n", {"target": "a", "missing": "error"}, "row 3: column 'b' has no value"),
-    ("a,b\n" + "".join(f"{i},id{i}\n" for i in range(80)), {"target": "a"}, "column 'b' has 80 distinct values"),
+    ("a,b\n" + "".join(f"{i},id{i}\n" for i in range(80)), {"target": "a"}, "column 'b' has more than 50 distinct values"),
     ("a,b,s\n1,5,train\n2,6,later\n", {"target": "a", "split_column": "s"}, "row 3: 'later' in the split column"),
 ])
 def test_csv_bad_input_is_named(tmp_path, content, options, message):
@@ -248,3 +248,114 @@ def test_class_weight_balanced_is_sklearns_and_shifts_the_predictions(tmp_path):
     assert metrics["loss"] == summary["test_loss"]
     assert_clean_error(run_dlrun("dataset=synthetic", "dataset.kind=regression", "trainer.class_weight=balanced",
                                  f"hydra.run.dir={tmp_path / 'r'}"), 2, "task=regression has no classes to weigh")
+
+
+def write_wine(path):
+    """Wine as a table with a text class, a categorical column (colour intensity in three bands) and a value."""
+    import pandas as pd
+    from sklearn.datasets import load_wine
+
+    frame = load_wine(as_frame=True).frame
+    frame["class"] = [["barolo", "grignolino", "barbera"][t] for t in frame.pop("target")]
+    frame["intensity"] = pd.cut(frame.pop("color_intensity"), [0, 3.5, 6, 20], labels=["pale", "medium", "deep"]).astype(str)
+    frame["split"] = np.random.default_rng(0).choice(["train", "val", "test"], len(frame), p=[0.7, 0.15, 0.15])
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def test_two_inputs_two_outputs_report_both_and_loss_weights_shift_the_balance(tmp_path):
+    """The recipe's graph (numeric and categorical inputs; a class head and a value head) reports both heads' metrics;
+    weighing one head to zero leaves it untrained while the other learns; predict reproduces the test pass."""
+    frame = write_wine(tmp_path / "wine.csv")
+    common = ["experiment=graph_two_inputs_two_outputs", f"dataset.path={tmp_path / 'wine.csv'}",
+              "dataset.target=[class,alcohol]", "dataset.split_column=split"]
+    proc = run_dlrun(*common, f"hydra.run.dir={tmp_path / 'both'}")
+    assert proc.returncode == 0, proc.stderr
+    both = read_json(tmp_path / "both" / "summary.json")
+    assert both["task"] == "multioutput" and both["test_class_accuracy"] > 0.9 and both["test_alcohol_r2"] > 0.2, both
+    results = {}
+    for name, weights in (("no_class", "{class:0,alcohol:1}"), ("no_value", "{class:1,alcohol:0}")):
+        dlrun.run([*common, f"loss.weights={weights}", "logger=quiet", "trainer.summary=false"],
+                  run_dir=str(tmp_path / name))
+        results[name] = read_json(tmp_path / name / "summary.json")
+    assert results["no_class"]["test_class_accuracy"] < both["test_class_accuracy"] - 0.3
+    assert results["no_class"]["test_alcohol_r2"] > 0.2
+    assert results["no_value"]["test_alcohol_r2"] < both["test_alcohol_r2"] - 0.3
+    assert results["no_value"]["test_class_accuracy"] > 0.9
+
+    metrics, _, _ = dlrun.load(tmp_path / "no_value").evaluate_split("test")  # trained in this process: exact
+    assert all(results["no_value"][f"test_{k}"] == v for k, v in metrics.items()) and "alcohol_r2" in metrics
+    rows = frame[frame["split"] == "test"].drop(columns=["class", "alcohol", "split"])
+    rows.to_csv(tmp_path / "new.csv", index=False)
+    preds = dlrun.load(tmp_path / "both").predict(str(tmp_path / "new.csv"))
+    truth = frame[frame["split"] == "test"]
+    assert np.mean([p["outputs"]["class"]["class"] == c for p, c in zip(preds, truth["class"])]) == both["test_class_accuracy"]
+    values = np.array([p["outputs"]["alcohol"]["value"] for p in preds])
+    assert np.mean((values - truth["alcohol"].to_numpy()) ** 2) == pytest.approx(both["test_alcohol_mse"], rel=1e-5)
+
+
+def test_heads_loss_is_the_weighted_sum_of_each_heads_loss():
+    from dlrun.tasks.base import build_task
+
+    heads = [{"name": "k", "task": "multiclass", "width": 3, "classes": ["a", "b", "c"], "scale": None},
+             {"name": "v", "task": "regression", "width": 1, "classes": None, "scale": ([0.0], [1.0])}]
+    task = build_task("multioutput", {"name": "auto", "weights": {"v": 0.25}}, 4, {"heads": heads})
+    out, y = torch.randn(5, 4), torch.stack([torch.tensor([0., 2, 1, 1, 0]), torch.randn(5)], 1)
+    manual = torch.nn.functional.cross_entropy(out[:, :3], y[:, 0].long()) + 0.25 * torch.nn.functional.mse_loss(
+        out[:, 3:], y[:, 1:])
+    torch.testing.assert_close(task.loss_fn(out, y), manual)
+    with pytest.raises(DlrunError, match="loss.weights names w, which are not targets"):
+        build_task("multioutput", {"name": "auto", "weights": {"w": 1.0}}, 4, {"heads": heads})
+
+
+def test_streaming_from_a_prepared_file_gives_the_same_run(tmp_path):
+    """dataset.in_memory=false: the table is read in chunks and encoded once into a memory-mapped file that the
+    DataLoader's workers read batches from; the run's numbers are the in-memory run's, and a second run reuses
+    the file."""
+    write_table("breast_cancer", tmp_path / "cancer.csv")
+    common = ["dataset=csv", f"dataset.path={tmp_path / 'cancer.csv'}", "dataset.target=target",
+              "dataset.split_column=split", "trainer.epochs=3"]
+    env = {"DLRUN_DATA": str(tmp_path / "data")}
+    summaries = {}
+    for name, extra in (("memory", []), ("stream", ["dataset.in_memory=false", "dataset.chunk_rows=100",
+                                                     "dataset.num_workers=1"])):
+        proc = run_dlrun(*common, *extra, f"hydra.run.dir={tmp_path / name}", env=env)
+        assert proc.returncode == 0, proc.stderr
+        summaries[name] = read_json(tmp_path / name / "summary.json")
+    for key in ("test_loss", "test_accuracy", "n_train", "n_val", "n_test"):
+        assert summaries["stream"][key] == summaries["memory"][key], key
+    prepared = list((tmp_path / "data" / "prepared").glob("csv-cancer-*.npy"))
+    assert len(prepared) == 1 and np.load(prepared[0], mmap_mode="r").shape == (569, 30)
+    stamp = prepared[0].stat().st_mtime_ns
+    proc = run_dlrun(*common, "dataset.in_memory=false", "dataset.chunk_rows=100", "trainer.epochs=1",
+                     f"hydra.run.dir={tmp_path / 'again'}", env=env)
+    assert proc.returncode == 0 and prepared[0].stat().st_mtime_ns == stamp  # opened, not written again
+
+
+def test_image_folder_streams_from_a_prepared_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLRUN_DATA", str(tmp_path / "data"))
+    write_images(tmp_path / "images", split_dirs=False)
+    memory = image_folder(str(tmp_path / "images"))
+    stream = image_folder(str(tmp_path / "images"), in_memory=False)
+    for part in ("train", "val", "test"):
+        assert torch.equal(getattr(memory, part).x, getattr(stream, part).x)
+        assert torch.equal(getattr(memory, part).y, getattr(stream, part).y)
+    assert memory.notes[1] == stream.notes[1]  # the same files skipped, named
+    assert isinstance(np.load(next((tmp_path / "data" / "prepared").glob("images-*.npy")), mmap_mode="r"), np.memmap)
+
+
+def test_graph_outputs_name_the_tables_targets():
+    """Outputs written {node, target} take their width from the target's head and follow the targets' order; a target
+    the data lacks, or one left without an output, is refused before training."""
+    from dlrun.models.graph import Graph
+
+    nodes = [{"name": "h", "input": "x", "layers": ["linear:8", "relu"]}, {"name": "v", "input": "h", "layers": ["linear"]},
+             {"name": "k", "input": "h", "layers": ["linear"]}]
+    heads = {"kind": 3, "value": 1}
+    model = Graph((5,), 4, nodes=nodes, outputs=[{"node": "v", "target": "value"}, {"node": "k", "target": "kind"}],
+                  heads=heads)
+    assert model(torch.zeros(2, 5)).shape == (2, 4) and model.outputs == ["k", "v"]  # the targets' order
+    with pytest.raises(DlrunError, match="gives target 'size', which is not one of the dataset's targets"):
+        Graph((5,), 4, nodes=nodes, outputs=[{"node": "v", "target": "size"}, {"node": "k", "target": "kind"}], heads=heads)
+    with pytest.raises(DlrunError, match="give each of the dataset's targets"):
+        Graph((5,), 4, nodes=nodes[:2], outputs=[{"node": "v", "target": "value"}], heads=heads)

@@ -10,7 +10,7 @@ from dlrun.registry import DATASETS, MODELS, OPTIMIZERS, REGISTRIES, Registry, c
 def test_builtin_models_and_wildcards():
     assert {"perceptron", "mlp", "cnn"} <= set(list_models())
     assert list_models("m*") == ["mlp"]
-    assert list_models("*p*") == ["inception", "mlp", "perceptron"]
+    assert list_models("*p*") == ["graph", "inception", "mlp", "perceptron"]
 
 
 def test_lookup_is_case_insensitive_and_builds_a_working_model():

@@ -40,6 +40,7 @@ def model_and_shape(overrides: list[str]):
         data = build_dataset(dcfg)
         task_for(cfg, data)  # the outputs a run would build: as training shapes them for its task
         input_shape, num_outputs, tokens, vocab, note = tuple(data.input_shape), data.num_outputs, data.tokens, data.vocab, ""
+        layout = (data.features, data.head_sizes())
     except DlrunError as exc:
         if cfg.dataset.name not in KNOWN_SHAPES:
             raise
@@ -47,11 +48,11 @@ def model_and_shape(overrides: list[str]):
         task = cfg.task or cfg.model.get("task")
         if task:  # e.g. outputs shaped as the inputs (autoencoders)
             num_outputs = TASKS.get(task).model_outputs(input_shape, num_outputs)
-        tokens, vocab = False, None
+        tokens, vocab, layout = False, None, (None, None)
         note = (f"({cfg.dataset.name} is not on this machine, so its known shape is used: "
                 f"{str(exc).splitlines()[0]})")
     model = build_model(OmegaConf.to_container(cfg.model, resolve=True), input_shape, num_outputs, cfg.dataset.name,
-                        tokens, vocab)
+                        tokens, vocab, *layout)
     return model, input_shape, num_outputs, note, cfg
 
 

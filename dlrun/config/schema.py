@@ -140,7 +140,7 @@ class Dataset:
     n_labels: int = positive_int()
     length: int = rng(lambda v: v >= 2, "an integer >= 2")
     symbols: int = rng(lambda v: v >= 2, "an integer >= 2")
-    path: str
+    path: Optional[str]
     max_mb: float = above_0()
     lowercase: bool
     window: int = positive_int()
@@ -167,6 +167,8 @@ class Loss:
     name: Literal["auto", "cross_entropy", "bce", "mse", "mae", "huber", "mmd"]
     label_smoothing: float = fraction()
     delta: float = above_0()
+    weights: Optional[dict[str, float]] = rng(lambda v: all(w >= 0 for w in v.values()), "null or {target: weight >= 0}")
+    outputs: Optional[dict[str, str]]  # multioutput: a loss per target, {target: loss name}
 
 
 @dataclass

@@ -41,6 +41,8 @@ def _fits(value, tp) -> bool:
         return any(value == a and type(value) is type(a) for a in args)
     if tp is list or origin is list:
         return isinstance(value, (list, ListConfig)) and all(_fits(v, args[0]) for v in value if args)
+    if tp is dict or origin is dict:
+        return isinstance(value, (dict, DictConfig)) and all(_fits(v, args[1]) for v in value.values() if args)
     if tp is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if tp is int:

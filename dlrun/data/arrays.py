@@ -4,7 +4,8 @@
 Inputs: uint8 images, (N, H, W) or (N, C, H, W) with 1 or 3 channels, are kept as uint8 and scaled from 0..255;
 other numbers are standardised with the training split's statistics (per channel for images, per feature for
 flat rows). Targets: integers are class ids (two: binary), floats are values (regression), several 0/1 columns are
-labels (multilabel); `dataset.target_kind=classes|values|labels` forces one reading. The file is read without pickles: it cannot run code.
+labels (multilabel); `dataset.target_kind=classes|values|labels` forces one reading. The file is read without
+pickles: it cannot run code.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def _kind(y: np.ndarray, kind: str) -> str:
 
 
 @register_dataset("npz")
-def npz(path: str | None = None, classes: list[str] | None = None, target_kind: str = "auto", val_split: float = 0.15,
+def npz(path: str | None = None, class_names: list[str] | None = None, target_kind: str = "auto", val_split: float = 0.15,
         test_split: float = 0.15, split_seed: int = 0) -> DataBundle:
     """Your own NumPy arrays (x, y) in a .npz file."""
     if not path:
@@ -70,7 +71,7 @@ def npz(path: str | None = None, classes: list[str] | None = None, target_kind: 
             raise DlrunError(f"{path}: classes are one integer class id per row; y has shape {y.shape}, {y.dtype}.")
         ids = np.unique(y)
         target = torch.from_numpy(np.searchsorted(ids, y).astype(np.int64))  # ids 0..k-1 in their order
-        names = [str(c) for c in (classes if classes else arrays.get("classes", [f"{v:g}" for v in ids]))]
+        names = [str(c) for c in (class_names if class_names else arrays.get("classes", [f"{v:g}" for v in ids]))]
         if len(names) != len(ids):
             raise DlrunError(f"{path}: {len(names)} class names for {len(ids)} classes in y.")
         if len(ids) < 2:
@@ -80,7 +81,7 @@ def npz(path: str | None = None, classes: list[str] | None = None, target_kind: 
         target, names = torch.from_numpy(y.astype(np.float32).reshape(len(y), -1)), None
         task, num_outputs = ("multilabel" if kind == "labels" else "regression"), target.shape[1]
         if kind == "labels":
-            names = list(classes or [str(i) for i in range(target.shape[1])])
+            names = list(class_names or [str(i) for i in range(target.shape[1])])
     x = torch.from_numpy(np.ascontiguousarray(x if image else x.astype(np.float32)))
     if owner is not None:
         parts = [torch.from_numpy(np.nonzero(owner == given.index(s))[0]) if s in given else None

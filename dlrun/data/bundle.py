@@ -1,6 +1,7 @@
 """What every dataset builder returns: three splits plus what a model needs to adapt to them."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import torch
@@ -42,6 +43,7 @@ class DataBundle:
     features: dict[str, list[int]] | None = None  # named groups of a flat feature vector (a table's columns)
     table: dict | None = None  # how a table's rows become features (dlrun/data/tabular.py), to prepare new rows
     target_scale: tuple[list[float], list[float]] | None = None  # values standardised for training: (mean, std)
+    heads: list[dict] | None = None  # several targets of different kinds: each one's name, task, width, classes, scale
     notes: list[str] = field(default_factory=list)  # what building the data did that the user should know
 
     def __post_init__(self):
@@ -59,7 +61,11 @@ class DataBundle:
         return {"input_shape": list(self.input_shape), "input_dtype": str(self.train.x.dtype).removeprefix("torch."),
                 "num_outputs": self.num_outputs, "tokens": self.tokens, "scale": self.scale, "mean": self.mean,
                 "std": self.std, "classes": self.classes, "vocab": self.vocab, "features": self.features,
-                "table": self.table, "target_scale": self.target_scale}
+                "table": self.table, "target_scale": self.target_scale, "heads": self.heads}
+
+    def head_sizes(self) -> dict[str, int] | None:
+        """Each output head's width by its target's name (several targets of different kinds), else None."""
+        return {h["name"]: h["width"] for h in self.heads} if self.heads else None
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Raw batch -> what the model takes. Done per batch so images can stay uint8 (4x less memory);
@@ -99,9 +105,11 @@ def build_dataset(cfg: DictConfig) -> DataBundle:
     """Build the dataset named by `cfg.name` with the remaining keys as arguments."""
     kwargs = OmegaConf.to_container(cfg, resolve=True)
     name = kwargs.pop("name")
-    for key in ("in_memory", "num_workers", "augment"):  # loader and training settings, not the builder's
-        kwargs.pop(key, None)
     fn = DATASETS.get(name)
+    takes = inspect.signature(fn).parameters
+    for key in ("in_memory", "num_workers", "augment"):  # loader and training settings: only for builders that
+        if key not in takes:                              # prepare differently for them (streaming to a file)
+            kwargs.pop(key, None)
     try:
         data = fn(**kwargs)
     except TypeError as exc:

@@ -12,6 +12,8 @@ the trainer and the tasks read them through the functions below (`isinstance`, n
 | `aux_loss` | attribute its forward sets | a term added to the loss, Keras' `add_loss` (the VAE's KL) |
 | `can_sample`, `sample(...)` | class attribute + method | new inputs: images from the prior (VAE), text after a prompt (charlm) |
 | `embeddings()` | method | one vector per vocabulary entry, written after the test (word2vec) |
+| `reads_features` | class attribute | the builder takes `features`, the dataset's named column groups (graph) |
+| `summary_rows(input_shape)` | method | `dlrun summary`'s table as (node, inputs, output shape, parameters) rows (graph) |
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ class Model(nn.Module):
     takes_tokens: ClassVar[bool] = False
     updates_itself: ClassVar[bool] = False
     can_sample: ClassVar[bool] = False
+    reads_features: ClassVar[bool] = False  # the builder takes `features={group: [column indices]}`
     aux_loss: torch.Tensor | None = None  # set by forward when the model adds a term to the loss
 
     def __init_subclass__(cls, **kwargs):
@@ -46,10 +49,19 @@ class Model(nn.Module):
         """(vocabulary, dim) vectors to write after the test, or None."""
         return None
 
+    def summary_rows(self, input_shape: tuple[int, ...], device="cpu") -> list[tuple[str, str, str, int]] | None:
+        """The summary as (node, its inputs, output shape, parameters) rows, or None for the per-layer table."""
+        return None
+
 
 def is_token_model(builder) -> bool:
     """Whether a registered builder (a Model class or a function) reads token ids."""
     return isinstance(builder, type) and issubclass(builder, Model) and builder.takes_tokens
+
+
+def reads_features(builder) -> bool:
+    """Whether a registered builder (a Model class or a function) takes the dataset's feature groups."""
+    return isinstance(builder, type) and issubclass(builder, Model) and builder.reads_features
 
 
 def takes_tokens(model: nn.Module) -> bool:
@@ -74,3 +86,7 @@ def aux_loss(model: nn.Module) -> torch.Tensor | None:
 
 def embeddings(model: nn.Module) -> torch.Tensor | None:
     return model.embeddings() if isinstance(model, Model) else None
+
+
+def summary_rows(model: nn.Module, input_shape: tuple[int, ...], device="cpu") -> list[tuple] | None:
+    return model.summary_rows(input_shape, device) if isinstance(model, Model) else None

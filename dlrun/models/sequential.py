@@ -243,8 +243,8 @@ def _scalar(text: str) -> Any:
     return value if isinstance(value, (int, float, bool)) or value is None else text
 
 
-def parse_layer(entry: Any, index: int) -> tuple[str, list, dict]:
-    """One entry of model.layers -> (canonical kind, positional args, keyword args)."""
+def parse_layer(entry: Any, index: int, where: str = "model.layers") -> tuple[str, list, dict]:
+    """One entry of model.layers (`where`, for messages) -> (canonical kind, positional args, keyword args)."""
     if isinstance(entry, str):
         name, *rest = entry.split(":")
         args, kwargs = [_scalar(a) for a in rest], {}
@@ -258,12 +258,12 @@ def parse_layer(entry: Any, index: int) -> tuple[str, list, dict]:
         elif value is not None:
             args = [value]
     else:
-        raise DlrunError(f"model.layers[{index}]={entry!r}: write a layer as a name ('relu'), name:args "
+        raise DlrunError(f"{where}[{index}]={entry!r}: write a layer as a name ('relu'), name:args "
                          "('conv2d:32:3') or a one-key mapping ({conv2d: {out: 32, kernel: 3}})")
     key = str(name).strip().lower().replace("_", "")
     if key not in _KEYS:
         names = sorted(LAYERS)
-        raise DlrunError(f"model.layers[{index}]: unknown layer '{name}'.{did_you_mean(str(name).lower(), names)}\n"
+        raise DlrunError(f"{where}[{index}]: unknown layer '{name}'.{did_you_mean(str(name).lower(), names)}\n"
                          f"Layers: {', '.join(names)}")
     return _KEYS[key], args, kwargs
 
@@ -273,7 +273,7 @@ def _tuples(value):
 
 
 def build_layer(kind: str, shape: Shape, args: list, kwargs: dict, num_outputs: int, index: int,
-                last: bool) -> list[nn.Module]:
+                last: bool, where: str = "model.layers") -> list[nn.Module]:
     """Build one layer (and the activation its `activation:` key asks for) for inputs of `shape`."""
     fn = LAYERS[kind]
     kwargs = dict(kwargs)
@@ -282,7 +282,7 @@ def build_layer(kind: str, shape: Shape, args: list, kwargs: dict, num_outputs: 
     kwargs = {k: num_outputs if v == "outputs" else _tuples(v) for k, v in kwargs.items()}
     if kind == "linear" and not args and "out" not in kwargs:
         if not last:
-            raise DlrunError(f"model.layers[{index}] (linear) needs its width: linear:N or {{linear: {{out: N}}}} "
+            raise DlrunError(f"{where}[{index}] (linear) needs its width: linear:N or {{linear: {{out: N}}}} "
                              "(only the last layer may leave it out: it then gives the dataset's outputs)")
         args = [num_outputs]
     params = list(inspect.signature(fn).parameters)[1:]
@@ -290,29 +290,28 @@ def build_layer(kind: str, shape: Shape, args: list, kwargs: dict, num_outputs: 
         inspect.signature(fn).bind(shape, *args, **kwargs)
         layers = [fn(shape, *args, **kwargs)]
     except TypeError as exc:
-        raise DlrunError(f"model.layers[{index}] ({kind}): bad arguments {args or ''}{kwargs or ''}: {exc}. "
+        raise DlrunError(f"{where}[{index}] ({kind}): bad arguments {args or ''}{kwargs or ''}: {exc}. "
                          f"{kind} takes: {', '.join(params) or 'no arguments'}") from None
     except ValueError as exc:  # rank checks and torch's own argument checks
-        raise DlrunError(f"model.layers[{index}] ({kind}) does not fit its input of shape {shape}: {exc}") from None
+        raise DlrunError(f"{where}[{index}] ({kind}) does not fit its input of shape {shape}: {exc}") from None
     if act is not None:
         if act not in ACTIVATIONS:
-            raise DlrunError(f"model.layers[{index}] ({kind}): unknown activation '{act}'."
+            raise DlrunError(f"{where}[{index}] ({kind}): unknown activation '{act}'."
                              f"{did_you_mean(str(act), ACTIVATIONS)}")
         layers.append(ACTIVATIONS[act]())
     return layers
 
 
-@register_model("sequential")
-def sequential(input_shape: Sequence[int], num_outputs: int, layers: Sequence = ("flatten", "linear")) -> nn.Module:
-    """Any layer stack written in the config (Keras Sequential as YAML); input sizes are inferred."""
-    if not layers:
-        raise DlrunError("model.layers is empty: list the layers, e.g. [flatten, linear:128, relu, linear]")
-    shape: Shape = tuple(int(s) for s in input_shape)
+def build_stack(layers: Sequence, shape: Shape, num_outputs: int, where: str = "model.layers",
+                source: str = "the input", open_end: bool = True) -> tuple[OrderedDict[str, nn.Module], Shape]:
+    """The modules of a layer list for inputs of `shape`, each size inferred from a probe batch, and the output
+    shape. Messages name `where[i]`; `source` is what feeds the first layer; `open_end`: a last bare `linear`
+    gives `num_outputs`."""
     modules: OrderedDict[str, nn.Module] = OrderedDict()
     probe = torch.zeros(2, *shape)
     for i, entry in enumerate(layers):
-        kind, args, kwargs = parse_layer(entry, i)
-        built = build_layer(kind, shape, args, kwargs, num_outputs, i, last=i == len(layers) - 1)
+        kind, args, kwargs = parse_layer(entry, i, where)
+        built = build_layer(kind, shape, args, kwargs, num_outputs, i, open_end and i == len(layers) - 1, where)
         for j, module in enumerate(built):
             module.eval()
             try:
@@ -320,13 +319,22 @@ def sequential(input_shape: Sequence[int], num_outputs: int, layers: Sequence = 
                     out = module(probe)
             except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, ValueError, IndexError...
                 msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise DlrunError(f"model.layers[{i}] ({kind}) does not fit its input of shape {shape} "
-                                 f"(the output of {'the input' if i == 0 else f'model.layers[{i - 1}]'}): {msg}") from None
+                raise DlrunError(f"{where}[{i}] ({kind}) does not fit its input of shape {shape} "
+                                 f"(the output of {source if i == 0 else f'{where}[{i - 1}]'}): {msg}") from None
             if not isinstance(out, torch.Tensor):
-                raise DlrunError(f"model.layers[{i}] ({kind}) does not return one tensor")
+                raise DlrunError(f"{where}[{i}] ({kind}) does not return one tensor")
             modules[str(i) if j == 0 else f"{i}_{type(module).__name__.lower()}"] = module.train()
             probe, shape = out, tuple(out.shape[1:])
+    return modules, shape
+
+
+@register_model("sequential")
+def sequential(input_shape: Sequence[int], num_outputs: int, layers: Sequence = ("flatten", "linear")) -> nn.Module:
+    """Any layer stack written in the config (Keras Sequential as YAML); input sizes are inferred."""
+    if not layers:
+        raise DlrunError("model.layers is empty: list the layers, e.g. [flatten, linear:128, relu, linear]")
+    modules, shape = build_stack(layers, tuple(int(s) for s in input_shape), num_outputs)
     if shape != (num_outputs,):
         raise DlrunError(f"the last layer gives outputs of shape {shape} but the dataset needs ({num_outputs},): "
                          f"end the stack with flatten (if needed) and a linear layer (`linear` alone gives {num_outputs})")
-    return nn.Sequential(OrderedDict(modules))
+    return nn.Sequential(modules)

@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from dlrun.models.base import takes_tokens
+from dlrun.models.base import summary_rows, takes_tokens
 
 
 def count_params(model: nn.Module, trainable: bool | None = True) -> int:
@@ -56,11 +56,13 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...], device="cpu") ->
 
 def print_summary(model: nn.Module, input_shape: tuple[int, ...], console: Console, device="cpu") -> None:
     table = Table(title=f"Model: {type(model).__name__}", title_justify="left")
-    table.add_column("Layer (type)")
+    rows = summary_rows(model, input_shape, device)  # a model's own table (a graph's nodes), else one row per layer
+    for column in ("Node", "Inputs") if rows is not None else ("Layer (type)",):
+        table.add_column(column)
     table.add_column("Output shape")
     table.add_column("Param #", justify="right")
-    for name, shape, n in layer_table(model, input_shape, device):
-        table.add_row(name, shape, f"{n:,}")
+    for *cells, n in rows if rows is not None else layer_table(model, input_shape, device):
+        table.add_row(*cells, f"{n:,}")
     total, trainable = count_params(model, None), count_params(model, True)
     size_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
     table.caption = (f"Total params: {total:,} ({size_mb:.2f} MB)   Trainable: {trainable:,}   "

@@ -23,10 +23,13 @@ def check_out(path: Path | None) -> None:
 
 
 def flat(pred: dict) -> dict:
-    """A prediction as one CSV row: lists of numbers joined, the top classes as 'name:probability'."""
+    """A prediction as one CSV row: lists of numbers joined, the top classes as 'name:probability'; several
+    targets' predictions as columns TARGET.KEY."""
     row = {}
     for key, value in pred.items():
-        if key == "top":
+        if key == "outputs":
+            row.update({f"{name}.{k}": v for name, p in value.items() for k, v in flat(p).items()})
+        elif key == "top":
             row[key] = " ".join(f"{t['class']}:{t['probability']:.4g}" for t in value)
         elif isinstance(value, list):
             row[key] = " ".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in np.ravel(value).tolist())
@@ -64,6 +67,8 @@ def write(path: Path, names: list[str], preds: list[dict], outputs: torch.Tensor
 
 def short(pred: dict) -> str:
     """A prediction in a few words, for the terminal."""
+    if "outputs" in pred:  # several targets: each one's own
+        return "; ".join(f"{name}: {short(p)}" for name, p in pred["outputs"].items())
     if "class" in pred:
         return f"{pred['class']} ({pred['probability']:.3f})"
     if "labels" in pred:

@@ -53,13 +53,14 @@ class Predictor:
                              "earlier): train the run again to predict with it.")
         model_cfg = {k: v for k, v in meta["model"].items() if k not in BUILD_TIME_FILES}
         model = build_model(model_cfg, tuple(meta["input_shape"]), meta["num_outputs"], meta["dataset"]["name"],
-                            meta["tokens"], meta.get("vocab")).to(device)
+                            meta["tokens"], meta.get("vocab"), meta.get("features"),
+                            {h["name"]: h["width"] for h in meta.get("heads") or []} or None).to(device)
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as exc:
             raise DlrunError(f"{source}: its weights do not fit its own model config ({str(exc).splitlines()[0]})") from None
         task = build_task(meta["task"], {**config.get("loss", {}), "name": meta["loss"]}, meta["num_outputs"],
-                          meta.get("target_scale"), meta.get("class_weight"))
+                          meta, meta.get("class_weight"))
         task.loss_fn.to(device)
         return cls(model, task, meta, config, source, state.get("epoch"), device)
 

@@ -11,6 +11,7 @@
 | reconstruction | the input itself         | linear           | mse, mae             |
 | next_token     | the next token, per step | softmax per step | cross_entropy        |
 | generation     | real inputs (to compare) | a new input      | mmd (scores only)    |
+| multioutput    | one column per target    | one head each    | each head's own      |
 
 Models output raw scores (logits); the softmax or sigmoid lives inside the loss (`CrossEntropyLoss`,
 `BCEWithLogitsLoss`), the numerically stable form of the same thing.
@@ -60,19 +61,21 @@ class Task:
     target_is_input: ClassVar[bool] = False  # the target is the (normalised) input, taken before augmentation
     weighs_classes: ClassVar[bool] = False  # takes trainer.class_weight (one weight per class in the loss)
 
-    def __init__(self, loss_name: str, loss_fn: nn.Module, target_scale: tuple | None = None,
+    def __init__(self, loss_name: str, loss_fn: nn.Module, data: dict | None = None,
                  class_weight: list[float] | None = None):
         self.loss_name, self.loss_fn = loss_name, loss_fn
-        self.target_scale = target_scale  # (mean, std) of values standardised for training (a table's regression)
+        # (mean, std) of values standardised for training (a table's regression), to report them in their own units
+        self.target_scale = (data or {}).get("target_scale")
         self.class_weight = class_weight  # each class's weight in the loss (trainer.class_weight), or None
 
     # ---- building ------------------------------------------------------------------------------
     @classmethod
-    def build(cls, loss: dict, num_outputs: int, target_scale: tuple | None = None,
+    def build(cls, loss: dict, num_outputs: int, data: dict | None = None,
               class_weight: list[float] | None = None) -> "Task":
         """The task with its loss (`loss`: the loss config); a loss that cannot fit is refused, saying why.
-        `target_scale`: the (mean, std) the data standardised its values with, to report them in their own units;
-        `class_weight`: each class's weight in the loss (resolved by `class_weights`)."""
+        `data`: the data's description (`DataBundle.describe()`, a checkpoint's meta), for what the targets need
+        (the scale values were standardised with, a table's output heads); `class_weight`: each class's weight
+        in the loss (resolved by `class_weights`)."""
         options = dict(loss)
         name = options.pop("name")
         name = cls.losses[0] if name == "auto" else name
@@ -80,7 +83,7 @@ class Task:
             raise DlrunError(f"loss={name} does not fit task={cls.name}: {cls.loss_hint(name, num_outputs)}.")
         if class_weight is not None:
             options["class_weight"] = class_weight
-        return cls(name, cls.make_loss(name, options, num_outputs), target_scale, class_weight)
+        return cls(name, cls.make_loss(name, options, num_outputs), data, class_weight)
 
     @classmethod
     def class_weights(cls, spec, y: torch.Tensor, classes: int) -> list[float] | None:
@@ -124,6 +127,10 @@ class Task:
         """What the output is compared with: the labels, or the normalised input itself."""
         return x if self.target_is_input else y
 
+    def from_column(self, column: torch.Tensor) -> torch.Tensor:
+        """This task's targets from one float column (a head of several targets): (N, 1) by default."""
+        return column.unsqueeze(1)
+
     def predict(self, out: torch.Tensor) -> torch.Tensor:
         """The predictions that accuracy counts (classification tasks)."""
         return out
@@ -164,10 +171,10 @@ def register_task(cls: type[Task]) -> type[Task]:
     return cls
 
 
-def build_task(name: str, loss: dict, num_outputs: int, target_scale: tuple | None = None,
+def build_task(name: str, loss: dict, num_outputs: int, data: dict | None = None,
                class_weight: list[float] | None = None) -> Task:
     """The task called `name` with its loss."""
-    return TASKS.get(name).build(loss, num_outputs, target_scale, class_weight)
+    return TASKS.get(name).build(loss, num_outputs, data, class_weight)
 
 
 def nearest(vectors: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,6 +37,9 @@ class Multiclass(Task):
             data.num_outputs, data.task = 2, cls.name
         super().adapt(data)
 
+    def from_column(self, column: torch.Tensor) -> torch.Tensor:
+        return column.long()  # class ids
+
     def predict(self, out: torch.Tensor) -> torch.Tensor:
         return out.argmax(dim=-1)
 

@@ -87,7 +87,7 @@ def build_data(cfg: DictConfig, device: torch.device) -> tuple[DataBundle, Task,
     data.to(device, splits=cfg.dataset.get("in_memory", True))
     kind = task_for(cfg, data)
     weights = kind.class_weights(cfg.trainer.get("class_weight"), data.train.y, max(data.num_outputs, 2))
-    task = kind.build(cfg.loss, data.num_outputs, data.target_scale, weights)
+    task = kind.build(cfg.loss, data.num_outputs, data.describe(), weights)
     task.loss_fn.to(device)  # class weights live in the loss
     return data, task, Augment(spec, data.input_shape)
 
@@ -104,7 +104,7 @@ def build_sized_model(cfg: DictConfig, data: DataBundle) -> torch.nn.Module:
     """The model for the data's shapes; one too big for the memory is a one-line error with its size."""
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     build_it = functools.partial(build_model, model_cfg, data.input_shape, data.num_outputs, cfg.dataset.name,
-                                 data.tokens, data.vocab)
+                                 data.tokens, data.vocab, data.features, data.head_sizes())
     try:
         return build_it()
     except (RuntimeError, MemoryError) as exc:
