@@ -107,6 +107,19 @@ def test_csv_rules_delimiter_bom_quotes_missing_and_categories(tmp_path):
     indexed = csv_table(str(tmp_path / "t.csv"), "price", encoding="index")
     assert indexed.input_shape == (3,) and set(indexed.train.x[:, 1].tolist()) <= {0.0, 1.0, 2.0}
 
+    from dlrun.data.tabular import read_rows
+
+    (tmp_path / "new.csv").write_text("note,colour,size,extra\nx;y,red,,1\na;b,green,3,2\n")
+    with pytest.raises(DlrunError, match=r"row 3: 'green' is not a category of column 'colour'"):
+        read_rows(tmp_path / "new.csv", data.describe())
+    (tmp_path / "new.csv").write_text("note,colour,size\nx;y,red,\n")  # a missing size: the training mean
+    x, names = read_rows(tmp_path / "new.csv", data.describe())
+    assert x[0, 0].item() == pytest.approx(columns["size"]["fill"]) and names == [f"{tmp_path / 'new.csv'}, row 2"]
+
+    (tmp_path / "plain.csv").write_text("".join(f"{i % 5},{i * 0.5},{'ab'[i % 2]}\n" for i in range(40)))
+    headerless = csv_table(str(tmp_path / "plain.csv"), 2)  # no header: columns are named 0, 1, 2
+    assert headerless.task == "binary" and headerless.classes == ["a", "b"] and list(headerless.features)[:2] == ["0", "1"]
+
 
 def test_csv_targets_decide_the_task(tmp_path):
     rng = np.random.default_rng(0)

@@ -10,7 +10,8 @@ COMMANDS = {"list": "what GROUP=OPTION accepts, per config group, with a descrip
             "report": "a table, report.csv and plots of runs and sweeps",
             "summary": "a model's layers, output shapes and parameters, without training",
             "predict": "a trained run's predictions on new inputs or on its own data",
-            "export": "a trained run as ONNX, TorchScript, torch.export (pt2) or safetensors"}
+            "export": "a trained run as ONNX, TorchScript, torch.export (pt2) or safetensors",
+            "serve": "trained runs behind HTTP: dynamic batching, versions, metrics, a skew guard"}
 
 LIST_NAMES = {"models": "model", "datasets": "dataset", "optimizers": "optimizer", "schedulers": "scheduler",
               "losses": "loss", "loggers": "logger", "trainers": "trainer", "experiments": "experiment",

@@ -54,6 +54,10 @@ def main(argv: list[str] | None = None) -> None:
         from dlrun.cli.predict import predict_command
 
         sys.exit(predict_command(argv[1:]))
+    if argv and argv[0] == "serve":  # trained runs behind HTTP: batching, versions, metrics
+        from dlrun.cli.serve import serve_command
+
+        sys.exit(serve_command(argv[1:]))
     if argv and argv[0] == "export":  # a trained run as ONNX, TorchScript, torch.export or safetensors
         from dlrun.cli.export import export_command
 

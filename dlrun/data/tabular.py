@@ -48,7 +48,8 @@ def read_table(path: str | Path, delimiter: str | None = None, header: bool | st
 
     file, delimiter, header = _sniff(path, delimiter, header, max_mb)
     try:
-        reader = pd.read_csv(file, sep=delimiter, header=0 if header else None, dtype=str, encoding="utf-8-sig",
+        # pandas' C parser reads numbers as numbers (fast, compact); a column with any word stays text
+        reader = pd.read_csv(file, sep=delimiter, header=0 if header else None, encoding="utf-8-sig",
                              skipinitialspace=True, skip_blank_lines=True, chunksize=chunk_rows)
         if chunk_rows is None:
             return _tidy(reader, file, header)
@@ -104,11 +105,24 @@ def _sniff(path, delimiter, header, max_mb) -> tuple[Path, str, bool]:
 
 
 def _tidy(frame, file: Path, header: bool):
+    import pandas as pd
+
     frame.columns = [str(c).strip() for c in frame.columns]
-    frame = frame.apply(lambda s: s.str.strip())
+    for name in frame.columns:
+        if not pd.api.types.is_numeric_dtype(frame[name]):
+            frame[name] = frame[name].astype("object").where(frame[name].isna(), frame[name].astype(str).str.strip())
     frame.attrs["first_row"] = 2 if header else 1
     frame.attrs["file"] = str(file)
     return frame
+
+
+def as_text(column):
+    """A column's values as the strings categories are named by (numbers without a trailing .0), NaN kept."""
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(column):
+        return column.map(lambda v: f"{v:g}", na_action="ignore").astype("object")
+    return column
 
 
 def _row(frame, i) -> str:
@@ -146,14 +160,17 @@ class ColumnProfile:
 
         column = frame[self.name]
         present = column.dropna()
-        words = pd.to_numeric(present, errors="coerce").isna()
-        self.values, self.words = self.values + len(present), self.words + int(words.sum())
-        self.missing = self.missing or bool(column.isna().any())
-        if self.first_word is None and words.any():
-            i = words.idxmax()
-            self.first_word = (_row(frame, i), present[i])
-        if len(self.distinct) <= self.limit:
-            self.distinct.update(present.unique().tolist())
+        self.values += len(present)
+        self.missing = self.missing or len(present) < len(column)
+        if not pd.api.types.is_numeric_dtype(column):  # text: count the words among any numbers
+            words = pd.to_numeric(present, errors="coerce").isna()
+            self.words += int(words.sum())
+            if self.first_word is None and words.any():
+                i = words.idxmax()
+                self.first_word = (_row(frame, i), present[i])
+        if len(self.distinct) <= self.limit:  # enough to name the categories, or to know there are too many
+            values = present.drop_duplicates().iloc[:self.limit + 1]
+            self.distinct.update(as_text(values).tolist())
 
     def spec(self, categorical: list[str] | None) -> dict:
         named = categorical is not None and self.name in categorical
@@ -194,6 +211,7 @@ def encode(frame, specs: list[dict], encoding: str, missing: str) -> np.ndarray:
             raise DlrunError(f"{_row(frame, column.isna().idxmax())}: column '{name}' has no value "
                              f"(dataset.missing={missing}).")
         lookup = {c: i for i, c in enumerate(spec["categories"])}
+        column = as_text(column)
         codes = column.fillna(MISSING).map(lookup)
         if codes.isna().any():
             i = codes.isna().idxmax()
@@ -313,7 +331,9 @@ def csv_table(path: str | None = None, target: str | list[str] | None = None, fe
         chunks = lambda: [frame]  # noqa: E731
     else:  # each pass reads the file again, chunk by chunk: memory holds a chunk and the targets, not the table
         chunks = lambda: read_table(path, delimiter, header, None, chunk_rows)  # noqa: E731
-    targets = [target] if isinstance(target, str) else list(target)
+    targets = [str(t) for t in ([target] if isinstance(target, (str, int)) else target)]  # headerless: 0, 1, ...
+    features, categorical = ([str(c) for c in v] if v is not None else None for v in (features, categorical))
+    split_column = str(split_column) if split_column is not None else None
     first = next(iter(chunks()))
     wanted = [*targets, *(features or []), *(categorical or []), *([split_column] if split_column else [])]
     absent = [c for c in wanted if c not in first.columns]

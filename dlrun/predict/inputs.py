@@ -116,17 +116,18 @@ def _number(cell: str) -> bool:
         return False
 
 
-def read_image(path: Path, meta: dict) -> torch.Tensor:
+def read_image(path, meta: dict, name: str | None = None) -> torch.Tensor:
     """An image file as one raw input, prepared by the code that prepared `dataset=image_folder`'s training images
     (converted to the model's channels, resized), then in the data's raw range (0..255 for uint8 images; 0..scale
-    for data stored otherwise, e.g. digits' 0..16)."""
-    shape = tuple(meta["input_shape"])
+    for data stored otherwise, e.g. digits' 0..16). `path` may be a binary file object (an image sent to
+    `dlrun serve`), called `name` in errors."""
+    shape, name = tuple(meta["input_shape"]), name or path
     if not is_image(shape):
-        raise DlrunError(f"{path}: this model takes inputs of shape {shape}, not images.")
+        raise DlrunError(f"{name}: this model takes inputs of shape {shape}, not images.")
     try:
         pixels = load_image(path, *shape)
     except Exception as exc:  # noqa: BLE001 - PIL raises OSError, ValueError, SyntaxError, bomb errors...
-        raise DlrunError(f"{path} cannot be read as an image ({type(exc).__name__}: {exc}).") from None
+        raise DlrunError(f"{name} cannot be read as an image ({type(exc).__name__}: {exc}).") from None
     scale = float(meta["scale"])
     return pixels if scale == 255.0 else pixels.float() * (scale / 255.0)
 
