@@ -1,4 +1,5 @@
-"""The run's PNGs (the confusion matrix; an autoencoder's reconstructions), drawn here or in a helper process.
+"""The run's PNGs (the confusion matrix; an autoencoder's reconstructions; seq2seq's attention maps), drawn here
+or in a helper process.
 
 Importing matplotlib costs about 1 s, a sixth of the default run. A CLI run starts the helper before it
 imports torch, so that second is spent on another core while torch loads and the model trains; at the
@@ -114,11 +115,37 @@ def draw_images(rows: list[list], labels: list[str], path: str, title: str = "")
     save(images_figure(rows, labels, title), path)
 
 
-DRAW = {"confusion": draw_confusion, "images": draw_images}
+def attention_figure(maps: list[dict], title: str = ""):
+    """Cross-attention heat maps side by side, one per pair: each map's `weights` (output steps x source tokens),
+    its `source` tokens along x and `output` tokens along y."""
+    plt = pyplot()
+    font = 7
+    widths = [max(1.5, 0.16 * len(m["source"]) + 0.6) for m in maps]
+    width = max(MIN_SIZE[0], sum(widths) + 0.4 * len(maps))
+    height = max(MIN_SIZE[1], 0.16 * max(len(m["output"]) for m in maps) + 1.6)
+    fig, axes = plt.subplots(1, len(maps), figsize=(width, height), squeeze=False, layout="constrained",
+                             gridspec_kw={"width_ratios": widths})
+    for ax, m in zip(axes[0], maps):
+        ax.imshow(m["weights"], cmap="viridis", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+        ax.set_xticks(range(len(m["source"])), [t if t.strip() else "\u2423" for t in m["source"]], fontsize=font,
+                      rotation=90)
+        ax.set_yticks(range(len(m["output"])), m["output"], fontsize=font)
+        ax.set_xlabel("source", fontsize=font + 1)
+    axes[0][0].set_ylabel("generated", fontsize=font + 1)
+    fig.suptitle(wrap(title, width - 0.3, 10), fontsize=10)
+    return fig
+
+
+def draw_attention(maps: list[dict], path: str, title: str = "") -> None:
+    """`attention_figure` as a PNG at `path`."""
+    save(attention_figure(maps, title), path)
+
+
+DRAW = {"confusion": draw_confusion, "images": draw_images, "attention": draw_attention}
 
 
 def draw(job: dict) -> None:
-    """Draw one job: {"kind": "confusion" | "images", ...the drawing function's arguments}."""
+    """Draw one job: {"kind": "confusion" | "images" | "attention", ...the drawing function's arguments}."""
     job = dict(job)
     DRAW[job.pop("kind", "confusion")](**job)
 
@@ -149,6 +176,9 @@ class Plotter:
     def images(self, rows: list[list], labels: list[str], path: Path, title: str = "") -> None:
         self._send({"kind": "images", "rows": rows, "labels": labels, "path": str(Path(path).resolve()),
                     "title": title})
+
+    def attention(self, maps: list[dict], path: Path, title: str = "") -> None:
+        self._send({"kind": "attention", "maps": maps, "path": str(Path(path).resolve()), "title": title})
 
     def _send(self, job: dict) -> None:
         if self.proc is None:

@@ -118,3 +118,21 @@ def train_runs(folder: Path, runs: dict[str, list[str]]) -> dict[str, Path]:
     for name, overrides in runs.items():
         dlrun.run([*overrides, "logger=quiet", "trainer.summary=false"], run_dir=str(folder / name))
     return {name: folder / name for name in runs}
+
+
+def interrupt_after(args: list[str], run_dir: Path, rows: int, sig: int, env: dict | None = None) -> int:
+    """Start `dlrun ARGS` in `run_dir`, send `sig` shortly after `rows` epochs are logged (inside the next epoch, not
+    on its boundary), return the exit code."""
+    import time
+
+    proc = subprocess.Popen([str(DLRUN), *args, f"hydra.run.dir={run_dir}"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "CI": "1", **(env or {})})
+    metrics, deadline = run_dir / "metrics.jsonl", time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= rows:
+            time.sleep(0.05)
+            proc.send_signal(sig)
+            break
+        time.sleep(0.01)
+    proc.communicate(timeout=120)
+    return proc.returncode

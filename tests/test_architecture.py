@@ -9,7 +9,8 @@ import dlrun
 from dlrun.train import pipeline
 
 PACKAGE = Path(dlrun.__file__).parent
-TASK_NAMES = ("multiclass", "binary", "multilabel", "regression", "reconstruction", "next_token", "generation")
+TASK_NAMES = ("multiclass", "binary", "multilabel", "regression", "reconstruction", "next_token", "generation",
+              "seq2seq", "multioutput")
 
 
 def sources():

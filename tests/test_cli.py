@@ -82,9 +82,10 @@ def test_list_models_and_help_do_not_import_torch():
     lines = proc.stdout.splitlines()
     # exactly what model=OPTION accepts: the built-in models and their presets
     assert [ln.split()[0] for ln in lines] == ["airbench", "autoencoder", "charlm", "cnn", "cnn_seed2x", "cnn_seed3x",
-                                               "gan", "graph", "gru", "inception", "lenet5", "lstm", "mlp", "perceptron",
-                                               "resnet", "rnn", "sequential", "sequential_seed_conv", "transformer",
-                                               "tv", "vae", "vgg", "word2vec"]
+                                               "dqn", "gan", "graph", "gru", "inception", "lenet5", "lstm", "mlp",
+                                               "perceptron", "q_learning", "resnet", "rnn", "seq2seq", "sequential",
+                                               "sequential_seed_conv", "transformer", "tv", "vae", "value_iteration",
+                                               "vgg", "word2vec"]
     assert all(len(ln.split(maxsplit=1)) == 2 for ln in lines)  # every name has a description
     assert run_dlrun("list", "optimizers").stdout.split()[0] == "adadelta"
     code = ("import sys; from dlrun import cli\n"
@@ -143,7 +144,7 @@ def test_shell_completion_answers_without_torch():
 @pytest.mark.parametrize("args,code,fragments", [
     (["model=resnt"], 2, ["unknown model 'resnt'. Did you mean 'resnet'", "Available model options: airbench, autoencoder, charlm, cnn, cnn_seed2x"]),
     (["model=mpl"], 2, ["Did you mean 'mlp'?"]),
-    (["trainer.epoch=3"], 2, ["unknown key 'trainer.epoch'. Did you mean 'epochs'?"]),
+    (["trainer.epoch=3"], 2, ["unknown key 'trainer.epoch'. Did you mean 'epochs'"]),
     (["trainer.epochs=abc"], 2, ["trainer.epochs='abc' is not allowed: a positive integer"]),
     (["optimizer.lr=-1"], 2, ["optimizer.lr=-1 is not allowed"]),
     (["list", "modles"], 2, ["Did you mean 'models'"]),

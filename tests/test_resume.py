@@ -1,13 +1,11 @@
 """Interrupt a run with a signal, resume it, and land on exactly the uninterrupted run's numbers."""
-import os
 import signal
-import subprocess
-import time
 
 import pytest
 import torch
 
-from conftest import DLRUN, ROOT, assert_clean_error, read_json, read_jsonl, run_dlrun
+from conftest import assert_clean_error, read_json, read_jsonl, run_dlrun
+from conftest import interrupt_after as interrupt_run
 
 # Big enough that an epoch takes a while on 2 cores, so the signal lands mid-run; dropout exercises the RNG.
 ARGS = ["trainer.epochs=6", "trainer.deterministic=true", "model.hidden=[256,256]", "model.dropout=0.2",
@@ -15,19 +13,7 @@ ARGS = ["trainer.epochs=6", "trainer.deterministic=true", "model.hidden=[256,256
 
 
 def interrupt_after(run_dir, rows: int, sig: int) -> int:
-    """Start a run, send `sig` once `rows` epochs are logged, return the exit code."""
-    proc = subprocess.Popen([str(DLRUN), *ARGS, f"hydra.run.dir={run_dir}"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "CI": "1"})
-    metrics = run_dir / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= rows:
-            time.sleep(0.05)  # land inside the next epoch, not on its boundary
-            proc.send_signal(sig)
-            break
-        time.sleep(0.01)
-    proc.communicate(timeout=120)
-    return proc.returncode
+    return interrupt_run(ARGS, run_dir, rows, sig)
 
 
 def test_sigterm_then_resume_matches_the_uninterrupted_run(tmp_path):

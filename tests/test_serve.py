@@ -430,7 +430,7 @@ def test_text_models_answer_strings_as_predict_does(tmp_path):
     """A character model's prompt in, the text `dlrun predict --text` writes out; a character it never saw is a 422."""
     run = train_runs(tmp_path, {"lm": ["model=charlm", "dataset=text", "dataset.length=16", "model.hidden=32",
                                        "trainer.epochs=1", "trainer.limit_batches=20"]})["lm"]
-    from dlrun.cli.predict import text_answer
+    from dlrun.predict.text import text_answer
 
     expected = text_answer(dlrun.load(run), "This ", 24)
     srv = Server(f"lm={run}")
@@ -441,6 +441,28 @@ def test_text_models_answer_strings_as_predict_does(tmp_path):
         assert [p["text"] for p in answer["predictions"]] == [expected, expected]
         status, answer = srv.post("/v1/models/lm/predict", {"inputs": "\u2603 snow"})
         assert status == 422 and "never saw" in answer["error"], answer
+    finally:
+        code, out = srv.stop()
+    assert code == 0, out
+
+
+def test_sequence_to_sequence_models_translate_strings_as_predict_does(tmp_path):
+    """Source texts in, the translations `dlrun predict --text` gives out (reversal of six letters, learned)."""
+    run = tmp_path / "rev"
+    dlrun.run(["model=seq2seq", "dataset=pairs", "model.d_model=64", "model.ff=128", "model.layers=1", "model.dropout=0",
+               "optimizer.lr=0.004", "trainer.batch_size=32", "dataset.source=reverse", "dataset.length=6",
+               "dataset.n_samples=2000", "trainer.epochs=6", "logger=quiet", "trainer.summary=false"], run_dir=str(run))
+    from dlrun.predict.text import translations
+
+    texts = ["abcdef", "fedcba", "aabbcc"]
+    expected = translations(dlrun.load(run), texts)[1]
+    srv = Server(f"rev={run}")
+    try:
+        srv.wait_ready()
+        status, answer = srv.post("/v1/models/rev/predict", {"inputs": texts})
+        assert status == 200, answer
+        assert answer["predictions"] == expected
+        assert sum(p["translation"] == t[::-1] for p, t in zip(answer["predictions"], texts)) >= 2  # it learned
     finally:
         code, out = srv.stop()
     assert code == 0, out

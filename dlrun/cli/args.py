@@ -11,11 +11,13 @@ COMMANDS = {"list": "what GROUP=OPTION accepts, per config group, with a descrip
             "summary": "a model's layers, output shapes and parameters, without training",
             "predict": "a trained run's predictions on new inputs or on its own data",
             "export": "a trained run as ONNX, TorchScript, torch.export (pt2) or safetensors",
-            "serve": "trained runs behind HTTP: dynamic batching, versions, metrics, a skew guard"}
+            "serve": "trained runs behind HTTP: dynamic batching, versions, metrics, a skew guard",
+            "play": "a trained agent's greedy episodes and returns (a run with env=...); --record FILE.gif"}
 
 LIST_NAMES = {"models": "model", "datasets": "dataset", "optimizers": "optimizer", "schedulers": "scheduler",
               "losses": "loss", "loggers": "logger", "trainers": "trainer", "experiments": "experiment",
-              "debug": "debug", "hparams_search": "hparams_search"}  # `dlrun list NAME`: plural or singular
+              "debug": "debug", "hparams_search": "hparams_search",
+              "envs": "env"}  # `dlrun list NAME`: plural or singular
 
 def config_dirs(flags: list[str]) -> list[str]:
     """The folders given with -cd/--config-dir DIR (or -cd=DIR, --config-dir=DIR)."""

@@ -54,6 +54,10 @@ def main(argv: list[str] | None = None) -> None:
         from dlrun.cli.predict import predict_command
 
         sys.exit(predict_command(argv[1:]))
+    if argv and argv[0] == "play":  # a trained agent's greedy episodes (a run with env=...)
+        from dlrun.cli.play import play_command
+
+        sys.exit(play_command(argv[1:]))
     if argv and argv[0] == "serve":  # trained runs behind HTTP: batching, versions, metrics
         from dlrun.cli.serve import serve_command
 

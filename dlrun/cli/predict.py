@@ -17,14 +17,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     "row), image files or folders of images (converted to the model's channels and size)")
     ap.add_argument("--split", choices=("test", "val", "train"), help="the run's own split instead of inputs: "
                     "prints its metrics (the test split's equal summary.json's)")
-    ap.add_argument("--text", help="a prompt for a character model (the text it writes next), or words for a word "
-                    "embedding model (their nearest words)")
+    ap.add_argument("--text", help="a prompt for a character model (the text it writes next), words for a word "
+                    "embedding model (their nearest words), or a source text for a sequence-to-sequence model (its "
+                    "translation; plain inputs are such texts too)")
     ap.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint file")
     ap.add_argument("--out", type=Path, help="write the predictions to FILE: .csv, .jsonl, .npy (raw outputs) or "
                     ".png (image outputs); default: a table on the terminal")
     ap.add_argument("--batch-size", type=int, default=None, help="inputs per forward pass (default: the run's)")
     ap.add_argument("--top-k", type=int, default=3, help="classes shown per input (classification)")
     ap.add_argument("--length", type=int, default=None, help="characters to write after a --text prompt")
+    ap.add_argument("--beam", type=int, default=None, help="sequence to sequence: translate with beam search of K "
+                    "beams (1: greedy; default: the run's model.beam)")
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     return ap.parse_args(argv)
 
@@ -43,6 +46,7 @@ def predict(args: argparse.Namespace) -> None:
 
     from dlrun.predict import outputs as out_files
     from dlrun.predict.predictor import Predictor
+    from dlrun.predict.text import text_answer, translations
     from dlrun.tasks.base import is_image
 
     out_files.check_out(args.out)
@@ -53,7 +57,15 @@ def predict(args: argparse.Namespace) -> None:
     console = Console()
     predictor = Predictor.load(args.run, args.checkpoint, args.device)
     where = f"{predictor.source} (epoch {predictor.epoch})"
-    if args.text is not None:
+    set_beam(predictor, args.beam)
+    texts = source_texts(predictor, args)
+    if texts and args.text is not None and args.out is None:
+        _, preds, notes = translations(predictor, texts)
+        console.print(preds[0]["translation"], highlight=False, markup=False, soft_wrap=True)
+        for note in notes:
+            console.print(note, highlight=False, markup=False, style="yellow")
+        return
+    if args.text is not None and not texts:
         console.print(text_answer(predictor, args.text, args.length), highlight=False, markup=False, soft_wrap=True)
         return
     if args.split:
@@ -63,6 +75,11 @@ def predict(args: argparse.Namespace) -> None:
             console.print(f"  {args.split}_{key}: {value:.6g}", highlight=False, markup=False)
         names = [f"{args.split}[{i}]" for i in range(len(outputs))]
         preds = predictor.task.decode(outputs, predictor.classes, args.top_k)
+    elif texts:
+        outputs, preds, notes = translations(predictor, texts)
+        names = texts
+        for note in notes:
+            console.print(note, highlight=False, markup=False, style="yellow")
     else:
         from dlrun.predict.inputs import read_inputs
 
@@ -85,27 +102,24 @@ def predict(args: argparse.Namespace) -> None:
         print_table(table, console)
 
 
-def text_answer(predictor, text: str, length: int | None) -> str:
-    """A character model's continuation of a prompt, or a word model's nearest words to each word given."""
-    import torch
+def set_beam(predictor, beam: int | None) -> None:
+    """--beam K: a sequence-to-sequence model translates with K beams."""
+    if beam is None:
+        return
+    from dlrun.models.seq2seq import Seq2Seq
 
-    from dlrun.models.base import can_sample, embeddings
-    from dlrun.predict.inputs import encode_text
-    from dlrun.tasks.base import nearest, neighbour_line
+    if not isinstance(predictor.model, Seq2Seq):
+        raise DlrunError("--beam is for sequence-to-sequence models (model=seq2seq).")
+    if beam < 1:
+        raise DlrunError(f"--beam {beam}: give 1 (greedy search) or more beams.")
+    predictor.model.beam = beam
 
-    vectors = embeddings(predictor.model)
-    if vectors is not None and predictor.vocab:
-        lines = []
-        for word in text.lower().split():
-            if word not in predictor.vocab:
-                raise DlrunError(f"'{word}' is not in the model's vocabulary ({len(predictor.vocab)} words).")
-            sims, ids = nearest(vectors, torch.tensor([predictor.vocab.index(word)]), min(5, len(predictor.vocab) - 1))
-            lines.append(neighbour_line(word, [predictor.vocab[j] for j in ids[0].tolist()], sims[0].tolist()))
-        return "\n".join(lines)
-    if not can_sample(predictor.model) or not predictor.meta["tokens"]:
-        raise DlrunError("--text is for character models (model=charlm) and word embeddings (model=word2vec); give "
-                         "this model files of inputs.")
-    prompt = encode_text(text, predictor.meta)
-    new = predictor.model.sample(prompt.to(predictor.device), length=length,
-                                 generator=torch.Generator().manual_seed(0))
-    return text + "".join(predictor.classes[int(t)] for t in new)
+
+def source_texts(predictor, args: argparse.Namespace) -> list[str] | None:
+    """The texts to translate, for a model trained on text pairs (its description says how text becomes tokens):
+    --text, or plain inputs that are not files."""
+    if not predictor.meta.get("text"):
+        return None
+    if args.text is not None:
+        return [args.text]
+    return list(args.inputs) if args.inputs and not all(Path(i).exists() for i in args.inputs) else None

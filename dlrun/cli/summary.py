@@ -32,6 +32,9 @@ def model_and_shape(overrides: list[str]):
     from dlrun.train.build import task_for
 
     cfg = compose(overrides)
+    if cfg.get("env") is not None:
+        raise DlrunError(f"dlrun summary shows a model built for a dataset; model={cfg.model.name} env={cfg.env.id} "
+                         "learns from an environment: its run prints its size (params) in the summary table")
     dcfg = cfg.dataset.copy()
     if "download" in dcfg:
         with open_dict(dcfg):

@@ -71,6 +71,8 @@ class Trainer:
     l2: float = at_least_0()
     class_weight: Union[Literal["balanced"], list[float], None] = rng(
         lambda v: v == "balanced" or all(w >= 0 for w in v), "null, balanced, or a list of numbers >= 0 (one per class)")
+    steps_per_epoch: int = positive_int()  # reinforcement learning (env=...): environment steps per epoch
+    eval_episodes: int = positive_int()  # ... and greedy evaluation episodes after each
     summary: bool
     checkpoint: Checkpoint
     early_stopping: EarlyStopping
@@ -149,6 +151,18 @@ class Dataset:
 
 
 @dataclass
+class Env:
+    """A gymnasium environment (reinforcement learning: env=NAME replaces the dataset); see dlrun/rl/env.py."""
+
+    REQUIRED: ClassVar[tuple] = ("id",)
+    id: str  # gymnasium's id, checked against its registry
+    kwargs: Optional[dict]  # passed to gymnasium.make (FrozenLake: map_name, is_slippery)
+    max_episode_steps: Optional[int] = positive_int("null or a positive integer")
+    atari: bool  # Atari preprocessing (84x84 grey, frame skip 4, 4 frames stacked)
+    test_episodes: int = positive_int()  # greedy episodes of the test pass
+
+
+@dataclass
 class Model:
     """The keys models share; each model's own keys pass (checked against its signature when it is built)."""
 
@@ -193,13 +207,18 @@ class Sweep:
 class Config:
     """The root: the groups and the top-level keys."""
 
+    REQUIRED: ClassVar[tuple] = ("seed", "device", "task", "resume", "sweep", "model", "trainer", "optimizer",
+                                 "scheduler", "loss", "logger")  # and dataset or env (validate)
+
     seed: int = rng(lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)")
     device: str  # auto | cpu | cuda | cuda:N | mps (torch.device checks it)
-    task: Optional[Literal["multiclass", "binary", "multilabel", "regression", "reconstruction", "next_token", "generation"]]
+    task: Optional[Literal["multiclass", "binary", "multilabel", "regression", "reconstruction", "next_token", "generation",
+                           "seq2seq"]]
     resume: Union[str, int, None]  # a run folder or checkpoint (`resume=1`: a sweep's job folder)
     sweep: Sweep
     model: Model
-    dataset: Dataset
+    dataset: Optional[Dataset]  # null when env=... is chosen
+    env: Optional[Env]
     trainer: Trainer
     optimizer: Optimizer
     scheduler: Scheduler

@@ -12,7 +12,7 @@ from dlrun import plugins
 
 CONF_DIR = str(importlib.resources.files("dlrun.conf"))  # the package's own configs (conf/ in the repository)
 
-GROUPS = ("model", "optimizer", "scheduler", "dataset", "trainer", "loss", "logger", "experiment", "debug",
+GROUPS = ("model", "optimizer", "scheduler", "dataset", "env", "trainer", "loss", "logger", "experiment", "debug",
           "hparams_search")
 
 OPTION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # a file name in a group folder, never a path

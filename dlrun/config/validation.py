@@ -109,6 +109,9 @@ def validate(cfg: DictConfig, added: Iterable[str] | None = None) -> None:
                         "in a config; components come from the registries (model=NAME, optimizer=NAME, ...; "
                         "plugins: see `dlrun list`)")
     _check(cfg, schema.Config, "", None if added is None else set(added), problems)
+    if cfg.get("dataset") is None and cfg.get("env") is None:
+        problems.append("dataset is missing (a run learns from dataset=NAME, or from an environment: env=NAME); "
+                        "it cannot be deleted")
     if problems:  # one problem on one line (a sweep's failure line shows the first line)
         raise DlrunError("invalid config:" + ("\n  " if len(problems) > 1 else " ") + "\n  ".join(problems))
 

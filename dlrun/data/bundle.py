@@ -44,6 +44,7 @@ class DataBundle:
     table: dict | None = None  # how a table's rows become features (dlrun/data/tabular.py), to prepare new rows
     target_scale: tuple[list[float], list[float]] | None = None  # values standardised for training: (mean, std)
     heads: list[dict] | None = None  # several targets of different kinds: each one's name, task, width, classes, scale
+    text: dict | None = None  # how text becomes token ids (dataset=pairs: tokens, lowercase, lengths), for new text
     notes: list[str] = field(default_factory=list)  # what building the data did that the user should know
 
     def __post_init__(self):
@@ -61,7 +62,7 @@ class DataBundle:
         return {"input_shape": list(self.input_shape), "input_dtype": str(self.train.x.dtype).removeprefix("torch."),
                 "num_outputs": self.num_outputs, "tokens": self.tokens, "scale": self.scale, "mean": self.mean,
                 "std": self.std, "classes": self.classes, "vocab": self.vocab, "features": self.features,
-                "table": self.table, "target_scale": self.target_scale, "heads": self.heads}
+                "table": self.table, "target_scale": self.target_scale, "heads": self.heads, "text": self.text}
 
     def head_sizes(self) -> dict[str, int] | None:
         """Each output head's width by its target's name (several targets of different kinds), else None."""

@@ -21,8 +21,8 @@ def build_model(model_cfg: dict, input_shape, num_outputs: int, dataset: str, to
     kw.pop("task", None)
     if tokens != is_token_model(MODELS.get(name)):
         raise DlrunError(f"model={name} does not fit dataset={dataset}: " + (
-            "it gives token ids (text), which model=charlm (dataset=text) or model=word2vec (dataset=skipgram) "
-            "reads." if tokens else f"model={name} reads token ids, from a text dataset."))
+            "it gives token ids (text), which model=charlm (dataset=text), model=word2vec (dataset=skipgram) or "
+            "model=seq2seq (dataset=pairs) reads." if tokens else f"model={name} reads token ids, from a text dataset."))
     if vocab is not None:
         kw["vocab_size"] = len(vocab)
     if reads_features(MODELS.get(name)):

@@ -78,4 +78,6 @@ def short(pred: dict) -> str:
         return f"{v:.6g}" if isinstance(v, float) else " ".join(f"{x:.4g}" for x in v)
     if "next" in pred:
         return f"{pred['next']!r} ({pred['probability']:.3f})"
+    if "translation" in pred:
+        return pred["translation"]
     return f"{len(np.ravel(pred.get('output', [])))} values"

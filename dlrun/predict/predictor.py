@@ -51,6 +51,9 @@ class Predictor:
         if not meta or not config:
             raise DlrunError(f"{source} holds no description of its model and inputs (it was written by dlrun 0.1.0 or "
                              "earlier): train the run again to predict with it.")
+        if "env" in meta:  # an agent acts in its environment: it has no inputs to predict from
+            raise DlrunError(f"{run} is an agent trained in an environment (env={meta['env'].get('id', '?')}): "
+                             "run its greedy policy with `dlrun play RUN --episodes N`.")
         model_cfg = {k: v for k, v in meta["model"].items() if k not in BUILD_TIME_FILES}
         model = build_model(model_cfg, tuple(meta["input_shape"]), meta["num_outputs"], meta["dataset"]["name"],
                             meta["tokens"], meta.get("vocab"), meta.get("features"),
@@ -95,7 +98,8 @@ class Predictor:
         if self.meta["tokens"]:
             if raw.is_floating_point() or raw.is_complex():
                 raise DlrunError(f"token ids must be integers; got {raw.dtype}.")
-            if len(raw) and (raw.min() < 0 or raw.max() >= len(self.classes or self.vocab or [])):
+            known = max(len(self.classes or []), len(self.vocab or []))  # seq2seq: source and target vocabularies
+            if len(raw) and (raw.min() < 0 or raw.max() >= known):
                 raise DlrunError("a token id is outside the model's vocabulary.")
             return raw.long()
         if raw.is_floating_point() and not torch.isfinite(raw).all():

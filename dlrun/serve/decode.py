@@ -73,7 +73,7 @@ def decode_request(payload, predictor) -> Inputs:
             return Inputs(raw=_checked(torch.stack([image(s, meta, i) for i, s in enumerate(items)]), predictor),
                           top_k=top_k)
         if meta["tokens"]:
-            if meta.get("classes") and not predictor.vocab:  # a character model: its prompt is checked now
+            if meta.get("classes") and not predictor.vocab and not meta.get("text"):  # a character model: its prompt, now
                 for text in items:
                     _prompt(text, meta)
             return Inputs(prompts=list(items), top_k=top_k, length=length)

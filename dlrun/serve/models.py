@@ -110,9 +110,12 @@ class ModelVersion:
         return list(out.split([len(r) for r in raws]))
 
     def _texts(self, inputs: Inputs):
-        from dlrun.cli.predict import text_answer  # `dlrun predict --text`'s own code
+        from dlrun.predict.text import text_answer, translations  # `dlrun predict --text`'s own code
 
         try:
+            if self.predictor.meta.get("text"):  # a sequence-to-sequence model: the prompts translated, as one batch
+                self._batch_size.observe(len(inputs.prompts))
+                return translations(self.predictor, inputs.prompts)[1]
             self._batch_size.observe(1)
             return [{"text": text_answer(self.predictor, p, inputs.length)} for p in inputs.prompts]
         except DlrunError as exc:

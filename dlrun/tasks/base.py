@@ -12,6 +12,7 @@
 | next_token     | the next token, per step | softmax per step | cross_entropy        |
 | generation     | real inputs (to compare) | a new input      | mmd (scores only)    |
 | multioutput    | one column per target    | one head each    | each head's own      |
+| seq2seq        | a token sequence         | softmax per step | cross_entropy        |
 
 Models output raw scores (logits); the softmax or sigmoid lives inside the loss (`CrossEntropyLoss`,
 `BCEWithLogitsLoss`), the numerically stable form of the same thing.

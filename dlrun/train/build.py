@@ -21,7 +21,7 @@ from dlrun.models.base import param_groups, updates_itself
 from dlrun.models.build import build_model
 from dlrun.models.summary import count_params, print_summary
 from dlrun.registry import LOGGERS, TASKS
-from dlrun.tasks.base import Task
+from dlrun.tasks.base import Artifacts, Task
 from dlrun.train.callbacks import EarlyStopping, LoggerCallback, ModelCheckpoint, RunLogCallback
 from dlrun.train.device import set_backends
 from dlrun.train.loop import SupervisedLoop
@@ -47,6 +47,23 @@ class Job:
     @property
     def model(self) -> torch.nn.Module:
         return self.trainer.model
+
+    def header(self) -> dict:
+        """What the summary says first about what the run learns from (an environment's job says its own)."""
+        return {"dataset": self.cfg.dataset.name, "n_train": len(self.data.train), "n_val": len(self.data.val),
+                "n_test": len(self.data.test)}
+
+    def score(self, summary: dict, plotter) -> None:
+        """The test pass with the weights loaded: its metrics into `summary`, then the task's artifacts."""
+        cfg, data, task = self.cfg, self.data, self.task
+        metrics, extra, outputs = self.trainer.loop.score(data.test, cfg.seed)
+        summary.update({f"test_{k}": v for k, v in metrics.items()}, task=task.name, loss=task.loss_name, **extra)
+        say = (lambda line: self.console.print(line, highlight=False, markup=False)) if cfg.logger.console else _quiet
+        task.write_artifacts(Artifacts(self.model, data, outputs, self.run_dir, plotter,
+                                       f"{cfg.model.name} on {cfg.dataset.name}", cfg.seed, say), summary)
+
+
+def _quiet(line: str) -> None: ...
 
 
 def build(cfg: DictConfig, run_dir: Path, device: torch.device, console: Console) -> Job:

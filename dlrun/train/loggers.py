@@ -100,7 +100,9 @@ class ConsoleLogger(Logger):
     table on the terminal"""
 
     COLUMNS = {"epoch": "epoch", "train_loss": "train_loss", "train_accuracy": "train_acc", "val_loss": "val_loss",
-               "val_accuracy": "val_acc", "lr": "lr", "epoch_time": "time_s"}  # row key -> header
+               "val_accuracy": "val_acc", "env_steps": "env_steps", "epsilon": "epsilon",  # env=...: dlrun/rl
+               "train_return_mean": "train_ret", "val_return_mean": "val_return", "delta": "delta",
+               "lr": "lr", "epoch_time": "time_s"}  # row key -> header
 
     def __init__(self, run_dir: Path, console: Console | None = None):
         self.console = console or Console()
@@ -130,8 +132,8 @@ class ConsoleLogger(Logger):
 
         title = Text(f"{self.label}dlrun: {summary.get('status')}")  # Text: '[job 3]' is no markup
         table = Table(title=title, show_header=False)
-        for key in ("model", "dataset", "epochs_completed", "best_epoch", "params", "test_loss",
-                    "test_accuracy", "wall_time", "run_dir"):
+        for key in ("model", "dataset", "env", "epochs_completed", "best_epoch", "params", "test_loss",
+                    "test_accuracy", "test_return_mean", "wall_time", "run_dir"):
             if summary.get(key) is not None:
                 table.add_row(key, _fmt(summary[key]))
         print_table(table, console=self.console)

@@ -19,7 +19,7 @@ from dlrun.config.validation import validate
 from dlrun.errors import DlrunError
 from dlrun.models.summary import count_params
 from dlrun.plotter import Plotter
-from dlrun.tasks.base import Artifacts
+from dlrun.rl.build import AGENTS, build_env_job
 from dlrun.train import run_folder
 from dlrun.train.build import Job, build
 from dlrun.train.checkpoint import atomic_write, load_checkpoint, save_safetensors
@@ -72,7 +72,8 @@ def setup(cfg: DictConfig, run_dir: Path, console: Console, overrides: list[str]
             "starting the run again (it wrote no checkpoint)" if cfg.resume is not None else "new run")
     log.info("dlrun %s: %s in %s", dlrun.__version__, what, run_dir)
     seed_everything(cfg.seed, cfg.trainer.deterministic)
-    job = build(cfg, run_dir, device, console)
+    from_env = cfg.get("env") is not None or cfg.model.name in AGENTS  # reinforcement learning: dlrun/rl
+    job = (build_env_job if from_env else build)(cfg, run_dir, device, console)
     if state is not None:
         try:
             job.trainer.load_state_dict(state)
@@ -91,9 +92,8 @@ def setup(cfg: DictConfig, run_dir: Path, console: Console, overrides: list[str]
 def fit(job: Job) -> dict:
     """Train: the summary so far, `status` completed, interrupted or failed (`job.failure` says why)."""
     cfg, run_dir, trainer = job.cfg, job.run_dir, job.trainer
-    summary = {"status": "running", "model": cfg.model.name, "dataset": cfg.dataset.name, "run_dir": str(run_dir),
-               "params": count_params(job.model), "n_train": len(job.data.train), "n_val": len(job.data.val),
-               "n_test": len(job.data.test)}
+    summary = {"status": "running", "model": cfg.model.name, **job.header(), "run_dir": str(run_dir),
+               "params": count_params(job.model)}
     if job.resumed:
         summary["resume_changes"] = {k: {"from": a, "to": b} for k, (a, b) in job.resumed.items()}
     try:
@@ -118,14 +118,10 @@ def fit(job: Job) -> dict:
 
 def test(job: Job, summary: dict, plotter: Plotter) -> None:
     """The test pass with the best weights (the run's final answer): its metrics, then the task's artifacts."""
-    cfg, data, task = job.cfg, job.data, job.task
+    cfg = job.cfg
     try:
         summary["test_weights"] = load_test_weights(job)
-        metrics, extra, outputs = job.trainer.loop.score(data.test, cfg.seed)
-        summary.update({f"test_{k}": v for k, v in metrics.items()}, task=task.name, loss=task.loss_name, **extra)
-        say = (lambda line: job.console.print(line, highlight=False, markup=False)) if cfg.logger.console else print_nothing
-        task.write_artifacts(Artifacts(job.model, data, outputs, job.run_dir, plotter,
-                                       f"{cfg.model.name} on {cfg.dataset.name}", cfg.seed, say), summary)
+        job.score(summary, plotter)
         if cfg.trainer.export_safetensors:
             save_safetensors(job.model, job.run_dir / "model.safetensors",
                              {"dlrun_epoch": str(summary["test_weights"]["epoch"])})
@@ -153,9 +149,6 @@ def finish(job: Job, summary: dict, start: float) -> dict:
     except OSError:
         pass  # e.g. the disk is still full; the failure itself is what the user must see
     raise job.failure
-
-
-def print_nothing(line: str) -> None: ...
 
 
 def load_test_weights(job: Job) -> dict:

@@ -59,7 +59,7 @@ def test_a_typo_in_a_config_file_gets_a_suggestion(tmp_path, run_dir, how):
         "# @package _global_\ntrainer:\n  epoch: 3\noptimizer:\n  weight_decy: 0.1\n")
     where = ["-cd", str(conf)] if how == "--config-dir" else [f"hydra.searchpath=[file://{conf}]"]
     proc = refused(run_dir, *where, "experiment=mine")
-    assert_clean_error(proc, 2, "unknown key 'trainer.epoch'. Did you mean 'epochs'?",
+    assert_clean_error(proc, 2, "unknown key 'trainer.epoch'. Did you mean 'epochs'",
                        "unknown key 'optimizer.weight_decy'. Did you mean 'weight_decay'")
 
 
