@@ -47,15 +47,20 @@ def new_rows(frame, split, path):
     return frame["target"][split == "test"].to_numpy()
 
 
-@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_csv_classification_matches_sklearn_and_predicts_new_rows(tmp_path):
-    frame, split = write_table("breast_cancer", tmp_path / "cancer.csv")
+def train_table(name: str, tmp_path, regression: bool):
+    """A bundled set written as CSV, trained by the CLI from the file beside scikit-learn's MLP on the same split:
+    (frame, split, run folder, summary, scikit-learn's test score)."""
+    frame, split = write_table(name, tmp_path / f"{name}.csv")
     run = tmp_path / "run"
-    proc = run_dlrun("dataset=csv", f"dataset.path={tmp_path / 'cancer.csv'}", "dataset.target=target",
+    proc = run_dlrun("dataset=csv", f"dataset.path={tmp_path / f'{name}.csv'}", "dataset.target=target",
                      "dataset.split_column=split", "trainer.epochs=30", f"hydra.run.dir={run}")
     assert proc.returncode == 0, proc.stderr
-    summary = read_json(run / "summary.json")
-    theirs = sklearn_baseline(frame, split, regression=False)
+    return frame, split, run, read_json(run / "summary.json"), sklearn_baseline(frame, split, regression)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_csv_classification_matches_sklearn_and_predicts_new_rows(tmp_path):
+    frame, split, run, summary, theirs = train_table("breast_cancer", tmp_path, regression=False)
     assert summary["task"] == "binary" and summary["n_test"] == (split == "test").sum()
     assert summary["test_accuracy"] >= theirs - 0.01 and summary["test_accuracy"] > 0.9, (summary["test_accuracy"], theirs)
 
@@ -73,13 +78,7 @@ def test_csv_classification_matches_sklearn_and_predicts_new_rows(tmp_path):
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_csv_regression_matches_sklearn_in_the_files_units(tmp_path):
-    frame, split = write_table("diabetes", tmp_path / "diabetes.csv")
-    run = tmp_path / "run"
-    proc = run_dlrun("dataset=csv", f"dataset.path={tmp_path / 'diabetes.csv'}", "dataset.target=target",
-                     "dataset.split_column=split", "trainer.epochs=30", f"hydra.run.dir={run}")
-    assert proc.returncode == 0, proc.stderr
-    summary = read_json(run / "summary.json")
-    theirs = sklearn_baseline(frame, split, regression=True)
+    frame, split, run, summary, theirs = train_table("diabetes", tmp_path, regression=True)
     assert summary["task"] == "regression"
     assert summary["test_r2"] >= theirs - 0.02 and summary["test_r2"] > 0.3, (summary["test_r2"], theirs)
 

@@ -20,6 +20,7 @@ import torch
 
 
 def data_root() -> Path:
+    """Where dlrun keeps data it downloads or prepares: $DLRUN_DATA, else ~/.cache/dlrun/data."""
     return Path(os.path.expanduser(os.environ.get("DLRUN_DATA", "~/.cache/dlrun/data")))
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from dlrun.data.bundle import DataBundle, Split, standardise_stats, stratified_split
+from dlrun.data.cache import data_root
 from dlrun.errors import DlrunError
 from dlrun.registry import register_dataset
 
@@ -26,7 +27,7 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 
 
 def _root(root: str | None) -> Path:
-    return Path(os.path.expanduser(root or os.environ.get("DLRUN_DATA", "~/.cache/dlrun/data")))
+    return Path(os.path.expanduser(root)) if root else data_root()
 
 
 def _stage_idx(src: Path, raw: Path) -> None:
