@@ -10,7 +10,7 @@ from dlrun.train import pipeline
 
 PACKAGE = Path(dlrun.__file__).parent
 TASK_NAMES = ("multiclass", "binary", "multilabel", "regression", "reconstruction", "next_token", "generation",
-              "seq2seq", "multioutput")
+              "seq2seq", "multioutput", "segmentation", "detection")
 
 
 def sources():

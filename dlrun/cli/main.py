@@ -29,13 +29,21 @@ def prepare(overrides: list[str], dirs: list[str], multirun: bool):
     from dlrun.train import run_folder
 
     overrides = resume_overrides(requote(overrides), dirs)
+    if multirun and os.environ.get("WORLD_SIZE", "1") != "1":
+        raise DlrunError("a -m sweep under torchrun would run the whole sweep in every process; run the sweep "
+                         "without torchrun and give each job its processes with trainer.devices=N.")
     if run_dir_of(overrides) is not None and not any(override_key(o) == "resume" for o in overrides):
         run_folder.refuse_if_taken(run_dir_of(overrides))
     cfg = compose(overrides, dirs)
     if multirun:
         return overrides, cfg, None
     run_dir = Path(str(cfg.hydra.run.dir))  # ${now:...} resolved once, here
-    run_folder.lock(run_dir)
+    if os.environ.get("WORLD_SIZE", "1") != "1":  # under torchrun: one folder for all ranks, rank 0's
+        from dlrun.train.distributed import agree_on_folder
+
+        run_dir = agree_on_folder(run_dir, cfg.device, lambda: run_folder.lock(run_dir))
+    else:
+        run_folder.lock(run_dir)
     return [o for o in overrides if override_key(o) != "hydra.run.dir"] + [
         f"hydra.run.dir={quote(str(run_dir))}", "hydra.output_subdir=null"], cfg, run_dir
 

@@ -74,6 +74,10 @@ class Trainer:
     steps_per_epoch: int = positive_int()  # reinforcement learning (env=...): environment steps per epoch
     eval_episodes: int = positive_int()  # ... and greedy evaluation episodes after each
     summary: bool
+    devices: int = positive_int()  # processes of one training (torch.distributed); torchrun sets its own
+    strategy: Literal["ddp", "local_sgd"]
+    average_every: int = positive_int()  # local_sgd: optimizer steps between parameter averages
+    slow_rank_delay_ms: float = at_least_0()  # the last rank sleeps this long after each step (the slowest worker)
     checkpoint: Checkpoint
     early_stopping: EarlyStopping
 
@@ -128,7 +132,7 @@ class Dataset:
     val_split: float = fraction()
     test_split: float = rng(lambda v: 0 < v < 1, "a number in (0, 1)")
     split_seed: int
-    classes: Optional[list[int]]
+    classes: Union[list[int], list[str], int, None]  # digits: a subset; dense_folder: the class names or count
     train_subset: Optional[int] = positive_int("null or a positive integer")
     in_memory: bool
     num_workers: int = rng(lambda v: v >= 0, "an integer >= 0")
@@ -178,8 +182,15 @@ class Model:
 @dataclass
 class Loss:
     REQUIRED: ClassVar[tuple] = ("name",)
-    name: Literal["auto", "cross_entropy", "bce", "mse", "mae", "huber", "mmd"]
+    name: Literal["auto", "cross_entropy", "bce", "mse", "mae", "huber", "mmd", "ce_dice", "yolo"]
     label_smoothing: float = fraction()
+    dice_weight: float = at_least_0()  # ce_dice: the soft Dice term's weight beside the cross-entropy
+    lambda_coord: float = at_least_0()  # yolo: weight of the box coordinates' errors
+    lambda_noobj: float = at_least_0()  # yolo: weight of the confidence of boxes that hold no object
+    rescore: bool  # yolo: a responsible box's confidence target is its IoU (true) or 1 (false)
+    conf_threshold: float = fraction()  # yolo: a detection's least score (predict, boxes.png)
+    iou_threshold: float = rng(lambda v: 0 < v <= 1, "a number in (0, 1]")  # yolo: non-maximum suppression's IoU
+    map_conf_threshold: float = fraction()  # yolo: the least score of the detections the test's mAP ranks
     delta: float = above_0()
     weights: Optional[dict[str, float]] = rng(lambda v: all(w >= 0 for w in v.values()), "null or {target: weight >= 0}")
     outputs: Optional[dict[str, str]]  # multioutput: a loss per target, {target: loss name}
@@ -213,7 +224,7 @@ class Config:
     seed: int = rng(lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)")
     device: str  # auto | cpu | cuda | cuda:N | mps (torch.device checks it)
     task: Optional[Literal["multiclass", "binary", "multilabel", "regression", "reconstruction", "next_token", "generation",
-                           "seq2seq"]]
+                           "seq2seq", "segmentation", "detection"]]
     resume: Union[str, int, None]  # a run folder or checkpoint (`resume=1`: a sweep's job folder)
     sweep: Sweep
     model: Model

@@ -46,6 +46,9 @@ class DataBundle:
     heads: list[dict] | None = None  # several targets of different kinds: each one's name, task, width, classes, scale
     text: dict | None = None  # how text becomes token ids (dataset=pairs: tokens, lowercase, lengths), for new text
     notes: list[str] = field(default_factory=list)  # what building the data did that the user should know
+    # other targets of the same inputs, by the task that reads them: [train, val, test] (a canvas's boxes for
+    # task=detection, while y holds its masks); the task's `adapt` puts them in y
+    targets: dict[str, list[torch.Tensor]] | None = None
 
     def __post_init__(self):
         self.normalise = Normalise(self.input_shape, self.scale, self.mean, self.std, self.tokens)

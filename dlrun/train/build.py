@@ -17,13 +17,14 @@ from dlrun.data import DataBundle, build_dataset
 from dlrun.data.augment import Augment, parse_augment
 from dlrun.data.loader import Batches
 from dlrun.errors import DlrunError
-from dlrun.models.base import param_groups, updates_itself
+from dlrun.models.base import output_kind, param_groups, updates_itself
 from dlrun.models.build import build_model
 from dlrun.models.summary import count_params, print_summary
-from dlrun.registry import LOGGERS, TASKS
+from dlrun.registry import LOGGERS, MODELS, TASKS
 from dlrun.tasks.base import Artifacts, Task
 from dlrun.train.callbacks import EarlyStopping, LoggerCallback, ModelCheckpoint, RunLogCallback
 from dlrun.train.device import set_backends
+from dlrun.train.distributed import Group, strategy_for
 from dlrun.train.loop import SupervisedLoop
 from dlrun.train.optim import build_optimizer, build_scheduler
 from dlrun.train.run_folder import log
@@ -66,16 +67,19 @@ class Job:
 def _quiet(line: str) -> None: ...
 
 
-def build(cfg: DictConfig, run_dir: Path, device: torch.device, console: Console) -> Job:
-    """Data, task, model, optimizer, schedule, loop, callbacks and trainer for `cfg`."""
+def build(cfg: DictConfig, run_dir: Path, device: torch.device, console: Console, group: Group | None = None) -> Job:
+    """Data, task, model, optimizer, schedule, loop, callbacks and trainer for `cfg`; in a process group, this
+    rank's (rank 0 alone writes: the other ranks get no loggers and no progress, and save nothing)."""
     tset = settings(TrainerSettings, cfg.trainer)
+    writes = group is None or group.main
     data, task, augment = build_data(cfg, device)
     for note in data.notes:  # rows dropped, files skipped: said once, and kept in dlrun.log
         log.info("dataset=%s: %s", cfg.dataset.name, note)
         if cfg.logger.console:
             console.print(f"dataset={cfg.dataset.name}: {note}", highlight=False, markup=False)
+    check_model_output(cfg, task)
     model = build_sized_model(cfg, data).to(device)
-    check_own_update(cfg, model, tset)
+    check_own_update(cfg, model, tset, group)
     if tset.summary and cfg.logger.console:
         print_summary(model, data.input_shape, console, device)
     set_backends(device, tset.tf32, tset.cudnn_benchmark, tset.deterministic)
@@ -85,14 +89,16 @@ def build(cfg: DictConfig, run_dir: Path, device: torch.device, console: Console
         model.compile()  # in place: the first step compiles (seconds); state_dict keys stay as they are
     optimizer = build_optimizer(cfg.optimizer, param_groups(model, cfg.optimizer.get("lr")))
     batches = Batches(device, tset.batch_size, cfg.seed, tset.limit_batches, cfg.dataset.get("in_memory", True),
-                      cfg.dataset.get("num_workers", 0))
+                      cfg.dataset.get("num_workers", 0), *((group.rank, group.world) if group else ()))
     scheduler, interval = build_scheduler(cfg.scheduler, optimizer, tset.epochs, batches.count(data.train))
-    loop = SupervisedLoop(model, optimizer, task, data, batches, tset, scheduler, interval, augment)
+    loop = SupervisedLoop(model, optimizer, task, data, batches, tset, scheduler, interval, augment,
+                          strategy_for(tset, group, device))
     checkpoint = ModelCheckpoint(run_dir / "checkpoints", tset.checkpoint.monitor)
-    trainer = Trainer(loop, tset.epochs, run_dir, [*early_stopping(tset), LoggerCallback(loggers(cfg, run_dir, console)),
+    trainer = Trainer(loop, tset.epochs, run_dir, [*early_stopping(tset), LoggerCallback(loggers(cfg, run_dir, console)
+                                                                                          if writes else []),
                                                    checkpoint, RunLogCallback()],
-                      console if cfg.logger.console else None, OmegaConf.to_container(cfg, resolve=True),
-                      describe(cfg, data, task))
+                      console if cfg.logger.console and writes else None, OmegaConf.to_container(cfg, resolve=True),
+                      describe(cfg, data, task), writes)
     return Job(cfg, run_dir, console, data, task, trainer, checkpoint)
 
 
@@ -117,6 +123,20 @@ def task_for(cfg: DictConfig, data: DataBundle) -> type[Task]:
     return kind
 
 
+OUTPUT_KINDS = {"vector": "one output vector per input (model=mlp, cnn, resnet, ...)",
+                "pixels": "a score per class and pixel (model=unet)",
+                "grid": "a grid of boxes and class probabilities (model=yolov1)"}  # dlrun.models.base.output_kind's values
+
+
+def check_model_output(cfg: DictConfig, task: Task) -> None:
+    """A model whose outputs are not of the kind the task reads (a score per pixel, one vector per input) is
+    refused before it is built, from what the model class declares."""
+    gives = output_kind(MODELS.get(cfg.model.name))
+    if gives != task.model_output:
+        raise DlrunError(f"model={cfg.model.name} gives {OUTPUT_KINDS[gives].split(' (')[0]}, but task={task.name} "
+                         f"needs {OUTPUT_KINDS[task.model_output]}; choose a model that fits the task.")
+
+
 def build_sized_model(cfg: DictConfig, data: DataBundle) -> torch.nn.Module:
     """The model for the data's shapes; one too big for the memory is a one-line error with its size."""
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
@@ -134,10 +154,13 @@ def build_sized_model(cfg: DictConfig, data: DataBundle) -> torch.nn.Module:
                      "make it smaller (e.g. model.hidden).")
 
 
-def check_own_update(cfg: DictConfig, model: torch.nn.Module, tset) -> None:
+def check_own_update(cfg: DictConfig, model: torch.nn.Module, tset, group: Group | None = None) -> None:
     """A model that updates itself is not reached by the trainer's own step options: refuse them."""
     if not updates_itself(model):
         return
+    if group is not None:
+        raise DlrunError(f"model={cfg.model.name} runs its own update, which no distributed strategy reaches; train "
+                         "it in one process (trainer.devices=1, without torchrun).")
     own = {"trainer.max_grad_norm": tset.max_grad_norm, "trainer.clip_value": tset.clip_value, "trainer.l1": tset.l1,
            "trainer.l2": tset.l2, "trainer.on_nonfinite=skip": tset.on_nonfinite == "skip",
            "trainer.precision": str(tset.precision) != "32"}

@@ -27,6 +27,7 @@ from dlrun.data.loader import Batches
 from dlrun.errors import DlrunError
 from dlrun.models.base import aux_loss, updates_itself
 from dlrun.tasks.base import Task
+from dlrun.train.distributed import Strategy
 
 AMP_DTYPES = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # trainer.precision
 
@@ -74,6 +75,10 @@ class Loop(abc.ABC):
         """One input as the model takes it (for a model graph), or None."""
         return None
 
+    def agreed_signal(self, signum: int | None) -> int | None:
+        """The signal to stop for: this process's own, or in a process group any rank's."""
+        return signum
+
     def finite(self) -> bool:
         """Whether every weight is finite (weights a non-finite gradient reached are never saved)."""
         params = list(self.model.parameters())
@@ -91,8 +96,11 @@ class SupervisedLoop(Loop):
     """Epochs over a dataset's training batches, then a validation pass: a task's loss, one optimizer."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, task: Task, data: DataBundle,
-                 batches: Batches, settings, scheduler=None, scheduler_interval: str = "epoch", augment=None):
+                 batches: Batches, settings, scheduler=None, scheduler_interval: str = "epoch", augment=None,
+                 strategy: Strategy | None = None):
         self.model, self.optimizer, self.task, self.data, self.batches = model, optimizer, task, data, batches
+        self.strategy = strategy or Strategy()  # more than one process: how they stay in step
+        self.forward = self.strategy.wrap(model)  # what a training step calls (DDP syncs gradients in backward)
         self.settings, self.device = settings, batches.device
         self.scheduler, self.scheduler_interval = scheduler, scheduler_interval
         self.augment = augment or None  # per-batch, on the device, training steps only
@@ -160,7 +168,7 @@ class SupervisedLoop(Loop):
                     if self.task.classification:
                         pred = self.task.predict(taken[1])
                         if rec["preds"] is None:  # -1 matches no label: skipped steps count as no sample
-                            rec["preds"] = torch.full((len(split), *pred.shape[1:]), -1, dtype=pred.dtype,
+                            rec["preds"] = torch.full((len(order), *pred.shape[1:]), -1, dtype=pred.dtype,
                                                       device=self.device)
                         rec["preds"][(i - 1) * bs:(i - 1) * bs + len(y)] = pred
                 logged = i % self.settings.log_every == 0 or i == total
@@ -168,7 +176,7 @@ class SupervisedLoop(Loop):
                     loss_sum = self._checked_loss_sum(rec, i, epoch)
                     if progress and sum(rec["sizes"][:i]):
                         progress.update(i, loss_sum / sum(rec["sizes"][:i]))
-                signal = self.trainer.signal
+                signal = self.trainer.signal = self.strategy.agreed_signal(self.trainer.signal)
                 if i < total and (signal is not None or (taken is not None and every and self.step % every == 0)):
                     if not logged:
                         self._checked_loss_sum(rec, i, epoch)  # never save weights that a bad step has touched
@@ -182,14 +190,17 @@ class SupervisedLoop(Loop):
         if self.device.type == "cuda":
             torch.cuda.synchronize()  # so epoch_time measures the work, not the queueing
         seconds = self._partial["seconds"] + time.perf_counter() - t0
-        count = sum(rec["sizes"])
+        hits = 0.0
+        if self.task.classification:
+            labels = split.y[order[:len(rec["preds"])].to(split.y.device)].to(self.device)
+            hits = self.task.hits(rec["preds"], labels).sum().item()
+        loss_sum, count, hits = self.strategy.sum([loss_sum, sum(rec["sizes"]), hits])  # over all ranks
         if not count:
             raise NonFiniteLoss(f"every training step of epoch {epoch} had a non-finite loss or gradient and was "
                                 f"skipped ({skips} steps); check the data and optimizer.lr.")
         out = {"train_loss": loss_sum / count}
         if self.task.classification:
-            labels = split.y[order[:len(rec["preds"])].to(split.y.device)].to(self.device)
-            out["train_accuracy"] = self.task.hits(rec["preds"], labels).sum().item() / count
+            out["train_accuracy"] = hits / count
         if self.skip_nonfinite:
             out["nonfinite_skips"] = skips
         return out, lr, seconds
@@ -204,7 +215,7 @@ class SupervisedLoop(Loop):
         y = self.task.target(x, y)  # reconstruction: the clean input, whatever augmentation does to x
         buffers = [b.clone() for b in self.model.buffers()] if self.skip_nonfinite else None
         with self._autocast():
-            out = self.model(self.augment(x) if self.augment else x)
+            out = self.forward(self.augment(x) if self.augment else x)
             loss = self._loss(out, y)
         objective = loss + self._penalty() if (s.l1 or s.l2) else loss
         self.optimizer.zero_grad(set_to_none=True)
@@ -238,6 +249,7 @@ class SupervisedLoop(Loop):
 
     def _stepped(self, record: torch.Tensor, out: torch.Tensor | None):
         """After an update: the per-step schedule, the step count."""
+        self.strategy.after_step(self.model)
         if self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
         self.step += 1
@@ -264,11 +276,12 @@ class SupervisedLoop(Loop):
         return l1 + l2
 
     @torch.no_grad()
-    def evaluate(self, split: Split, outputs: list | None = None) -> dict:
-        """Mean loss (and accuracy) over a split, read from the device once; `outputs` collects (out, target)."""
+    def evaluate(self, split: Split, outputs: list | None = None, whole: bool = False) -> dict:
+        """Mean loss (and accuracy) over a split, read from the device once; `outputs` collects (out, target).
+        In a process group each rank evaluates its share and the sums are added up (`whole`: all of it, here)."""
         self.model.eval()
         sums, count = torch.zeros(2, device=self.device), 0
-        for x, y in self.batches(split):
+        for x, y in self.batches(split, self.batches.evaluation_order(split, whole)):
             x = self._input(x)
             y = self.task.target(x, y)
             with self._autocast():
@@ -281,6 +294,8 @@ class SupervisedLoop(Loop):
                 sums[1] += self.task.correct(out, y)
             count += len(y)
         loss_sum, correct = sums.tolist()
+        if not whole:
+            loss_sum, correct, count = self.strategy.sum([loss_sum, correct, count])
         out = {"loss": loss_sum / count}
         if self.task.classification:
             out["accuracy"] = correct / count
@@ -292,10 +307,13 @@ class SupervisedLoop(Loop):
         --split` calls it too, so it reproduces summary.json."""
         torch.manual_seed(seed)
         outputs: list = []
-        row = self.evaluate(split, outputs)
+        row = self.evaluate(split, outputs, whole=True)
         metrics, extra = self.task.metrics(torch.cat([o for o, _ in outputs]).cpu(),
                                            torch.cat([y for _, y in outputs]).cpu(), self.data.classes)
         return {**row, **metrics}, extra, outputs
+
+    def agreed_signal(self, signum: int | None) -> int | None:
+        return self.strategy.agreed_signal(signum)
 
     def example_input(self) -> torch.Tensor:
         split = self.data.val if len(self.data.val) else self.data.train
@@ -308,8 +326,11 @@ class SupervisedLoop(Loop):
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "step": self.step, "epoch_step": self.epoch_step,
+            "step": self.step, "epoch_step": self.epoch_step, "world": self.strategy.world,
             "partial": {**self._partial, "records": _move(self._partial["records"], "cpu")},
+            "strategy": self.strategy.state_dict(),
+            # a mid-epoch checkpoint of a process group: every rank's unfinished epoch, each resumes its own
+            **({"partials": self._partials} if self.strategy.world > 1 and self.epoch_step else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -320,13 +341,23 @@ class SupervisedLoop(Loop):
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch_step = state["step"], state["epoch_step"]
-        self._partial = {**state["partial"], "records": _move(state["partial"]["records"], self.device)}
+        saved_world = state.get("world", 1)
+        if self.epoch_step and saved_world != self.strategy.world:
+            raise DlrunError(f"this checkpoint was written in the middle of an epoch by {saved_world} process(es); "
+                             f"it resumes with as many (trainer.devices={saved_world}), or resume from an "
+                             "epoch's end (checkpoints/best.pt, or a checkpoint without trainer.checkpoint_every_steps).")
+        partial = state["partials"][self.batches.rank] if "partials" in state else state["partial"]
+        self._partial = {**partial, "records": _move(partial["records"], self.device)}
+        self.strategy.load_state_dict(state.get("strategy") or {})
 
     def _save_mid_epoch(self, steps_done: int, rec: dict, skips: int, seconds: float) -> None:
         """last.pt in the middle of an epoch: the epoch's records and position go in with the rest."""
         before = self.epoch_step, self._partial
         self.epoch_step = steps_done
         self._partial = {"records": rec, "skips": skips, "seconds": self._partial["seconds"] + seconds}
+        if self.strategy.world > 1:  # every rank's records go into rank 0's file
+            mine = {**self._partial, "records": _move(rec, "cpu")}
+            self._partials = self.strategy.gather(mine)
         try:
             self.trainer.save(self.trainer.run_dir / "checkpoints" / "last.pt")
         finally:

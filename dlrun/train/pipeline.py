@@ -20,7 +20,7 @@ from dlrun.errors import DlrunError
 from dlrun.models.summary import count_params
 from dlrun.plotter import Plotter
 from dlrun.rl.build import AGENTS, build_env_job
-from dlrun.train import run_folder
+from dlrun.train import distributed, run_folder
 from dlrun.train.build import Job, build
 from dlrun.train.checkpoint import atomic_write, load_checkpoint, save_safetensors
 from dlrun.train.device import resolve_device, seed_everything, versions
@@ -42,11 +42,12 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None, plotte
     the PNGs are drawn (default: here, at once); the caller closes it."""
     start = time.perf_counter()
     validate(cfg)
-    run_dir = Path(run_dir)
-    if cfg.resume is None:
-        run_folder.refuse_if_taken(run_dir)
-    run_folder.lock(run_dir)
-    console = console or Console()
+    run_dir, main = Path(run_dir), distributed.is_main_process()
+    if main:  # in a process group, rank 0 claims and writes the folder
+        run_folder.claim(run_dir, new=cfg.resume is None)
+    if cfg.trainer.devices > 1 and distributed.environment() is None:  # this process starts the group
+        return launch(cfg, run_dir, overrides or [], sweep_job)
+    console = console if main and console else Console(quiet=not main)
     try:
         with translated_errors(run_dir):
             job = setup(cfg, run_dir, console, [o for o in overrides or [] if override_key(o) != "resume"])
@@ -55,7 +56,7 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None, plotte
         raise
     try:
         summary = fit(job)
-        if summary["status"] == "completed":
+        if summary["status"] == "completed" and main:
             test(job, summary, plotter or Plotter())
         return finish(job, summary, start), job.trainer.history
     finally:
@@ -65,15 +66,20 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None, plotte
 def setup(cfg: DictConfig, run_dir: Path, console: Console, overrides: list[str]) -> Job:
     """Read and check the resume state, build the job, restore the state; record the config last, so that a
     refused or failed start leaves the folder's records as they were."""
-    device = resolve_device(cfg.device)
+    group, device = distributed.join(resolve_device(cfg.device))  # torchrun's or launch's group, if any
+    main = group is None or group.main
     state, changed = resume_state(cfg, run_dir, device, OmegaConf.to_container(cfg, resolve=True), console)
-    run_folder.open_log(run_dir)
+    if main:
+        run_folder.open_log(run_dir)
     what = (f"resuming the run after epoch {state['epoch']}" if state else
             "starting the run again (it wrote no checkpoint)" if cfg.resume is not None else "new run")
     log.info("dlrun %s: %s in %s", dlrun.__version__, what, run_dir)
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     from_env = cfg.get("env") is not None or cfg.model.name in AGENTS  # reinforcement learning: dlrun/rl
-    job = (build_env_job if from_env else build)(cfg, run_dir, device, console)
+    if from_env and group is not None:
+        raise DlrunError("an environment's run (env=..., reinforcement learning) trains in one process; leave out "
+                         "trainer.devices and torchrun.")
+    job = build_env_job(cfg, run_dir, device, console) if from_env else build(cfg, run_dir, device, console, group)
     if state is not None:
         try:
             job.trainer.load_state_dict(state)
@@ -82,9 +88,10 @@ def setup(cfg: DictConfig, run_dir: Path, console: Console, overrides: list[str]
                              f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}). Nothing was changed.") from None
         apply_learning_rate(job.trainer.loop.optimizer, job.trainer.loop.scheduler, job.trainer.step, changed, console)
         job.resumed = changed
-    elif cfg.resume is not None:
+    elif cfg.resume is not None and main:
         run_folder.clear_outputs(run_dir)  # no checkpoint was ever written: the run starts again
-    run_folder.record_config(run_dir, OmegaConf.to_yaml(cfg), overrides)
+    if main:
+        run_folder.record_config(run_dir, OmegaConf.to_yaml(cfg), overrides)
     log.info("config:\n%s", OmegaConf.to_yaml(cfg).rstrip())
     return job
 
@@ -94,6 +101,8 @@ def fit(job: Job) -> dict:
     cfg, run_dir, trainer = job.cfg, job.run_dir, job.trainer
     summary = {"status": "running", "model": cfg.model.name, **job.header(), "run_dir": str(run_dir),
                "params": count_params(job.model)}
+    if distributed.current() is not None:
+        summary.update(processes=distributed.current().world, strategy=cfg.trainer.strategy)
     if job.resumed:
         summary["resume_changes"] = {k: {"from": a, "to": b} for k, (a, b) in job.resumed.items()}
     try:
@@ -139,16 +148,42 @@ def finish(job: Job, summary: dict, start: float) -> dict:
     log.info("%s after %d epoch(s)%s", summary["status"], trainer.epoch,
              "".join(f", {k}={v:.6g}" for k, v in summary.items() if k.startswith("test_") and isinstance(v, float)))
     if job.failure is None:
-        write_summary(job.run_dir, summary)
+        if trainer.writes:
+            write_summary(job.run_dir, summary)
         trainer.end(summary)
         return summary
     log.info("error: %s", job.failure)
     try:
-        write_summary(job.run_dir, summary)
+        if trainer.writes:
+            write_summary(job.run_dir, summary)
         trainer.end(summary)
     except OSError:
         pass  # e.g. the disk is still full; the failure itself is what the user must see
     raise job.failure
+
+
+def launch(cfg: DictConfig, run_dir: Path, overrides: list[str], sweep_job: bool) -> tuple[dict, list[dict]]:
+    """trainer.devices=N: N processes (torch's elastic launcher), each running `train` as its rank."""
+    tset = cfg.trainer
+    distributed.check_devices(tset.devices, resolve_device(cfg.device), tset.batch_size)
+    try:
+        return distributed.launch(OmegaConf.to_container(cfg, resolve=True), run_dir, overrides, sweep_job,
+                                  tset.devices, rank_worker)
+    except DlrunError:
+        if not sweep_job:
+            run_folder.forget_unstarted(run_dir)  # nothing was started: nothing stays
+        raise
+
+
+def rank_worker(cfg: dict, run_dir: str, overrides: list[str], sweep_job: bool) -> dict:
+    """One launched process: the run as its rank; errors come back to the launcher as values."""
+    try:
+        summary, history = train(OmegaConf.create(cfg), Path(run_dir), overrides=overrides, sweep_job=sweep_job)
+        return {"summary": summary, "history": history}
+    except DlrunError as exc:
+        return {"error": str(exc), "exit_code": exc.exit_code}
+    finally:
+        distributed.leave()
 
 
 def load_test_weights(job: Job) -> dict:

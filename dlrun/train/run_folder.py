@@ -24,6 +24,7 @@ from pathlib import Path
 from dlrun.errors import DlrunError
 
 LOCK_NAME = ".dlrun.lock"
+LAUNCHED_ENV = "DLRUN_LAUNCHED_RUN"  # the run folder whose lock the launching process holds (trainer.devices=N)
 LOG_NAME = "dlrun.log"
 _HELD: dict[str, int] = {}  # resolved run folder -> the fd holding its lock, in this process
 _MADE: dict[str, list[Path]] = {}  # resolved run folder -> the folders and files this process created for it
@@ -53,6 +54,15 @@ def refuse_if_taken(run_dir: Path) -> None:
     if (run_dir / "summary.json").exists() or (run_dir / "checkpoints").exists():
         raise DlrunError(f"{run_dir} already holds a run; nothing was changed. Continue it with "
                          f"`{continue_hint(run_dir)}`, or choose another hydra.run.dir.")
+
+
+def claim(run_dir: Path, new: bool) -> None:
+    """Before a run starts: a new run refuses a folder that holds one; the folder is locked, unless the process
+    that launched this one (trainer.devices=N) holds its lock for it."""
+    if new:
+        refuse_if_taken(run_dir)
+    if os.environ.get(LAUNCHED_ENV) != _key(run_dir):
+        lock(run_dir)
 
 
 def check_name(run_dir: Path) -> None:

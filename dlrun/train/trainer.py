@@ -19,8 +19,9 @@ class Trainer:
     RNG), plus the run's `config` and `meta` (what it takes to use the model without the training data)."""
 
     def __init__(self, loop: Loop, epochs: int, run_dir: Path, callbacks: list[Callback] = (), console=None,
-                 config: dict | None = None, meta: dict | None = None):
+                 config: dict | None = None, meta: dict | None = None, writes: bool = True):
         self.loop, self.epochs, self.run_dir = loop, epochs, Path(run_dir)
+        self.writes = writes  # False on the ranks other than 0 of a process group: rank 0 writes the checkpoints
         self.callbacks, self.config, self.meta = list(callbacks), config or {}, meta or {}
         self.progress = EpochProgress(console) if console is not None else None
         self.history: list[dict] = []
@@ -49,6 +50,7 @@ class Trainer:
                 self.history.append(row)
                 for cb in self.callbacks:
                     cb.on_epoch_end(self, row)
+                self.signal = self.loop.agreed_signal(self.signal)  # every rank stops after the same epoch
                 if self.signal is not None:
                     raise Interrupted(self.signal)
         for cb in self.callbacks:
@@ -91,6 +93,8 @@ class Trainer:
         if not self.loop.finite():
             raise NonFiniteLoss(f"the weights became non-finite by optimizer step {self.step} (a non-finite "
                                 f"gradient); {self.kept()}. Try a smaller optimizer.lr or trainer.max_grad_norm.")
+        if not self.writes:
+            return
         save_checkpoint(self.state_dict(), path)
         if Path(path).name == "last.pt":
             self._last_saved = (self.epoch, self.loop.epoch_step)

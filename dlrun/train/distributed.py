@@ -1,0 +1,308 @@
+"""One training across processes, on torch.distributed (seed 002, section 9's strategies).
+
+Two ways in, one result:
+- `torchrun --nproc_per_node=N $(which dlrun) ...` (or several nodes with --nnodes/--rdzv-endpoint): torchrun
+  starts the processes and sets RANK/WORLD_SIZE; each one is a `dlrun` that `join`s the group.
+- `dlrun trainer.devices=N ...`: the run's own process starts N workers through torch's elastic launcher
+  (`launch`), each with its own process group and a free port, so every job of a `-m` sweep is its own group.
+
+In the group, every rank trains on its own shard of each epoch's order (dlrun/data/loader.py), rank 0 alone writes
+(logs, metrics, checkpoints, plots, summary.json) and tests. How the ranks stay in step is the strategy's:
+
+| trainer.strategy | what is exchanged | when |
+|---|---|---|
+| ddp | gradients, all-reduced by `DistributedDataParallel` during backward | every step |
+| local_sgd | parameters, averaged by torch's `PeriodicModelAverager` (parameter averaging) | every `average_every` steps |
+
+Asynchronous SGD with a parameter server (`param_server`) is not here yet.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import os
+import signal
+import time
+import uuid
+import warnings
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from dlrun.errors import DlrunError, tracebacks_wanted
+from dlrun.train.run_folder import LAUNCHED_ENV
+TIMEOUT = datetime.timedelta(minutes=10)  # a rank that stops answering ends the group after this
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """This process's place in the run's process group."""
+
+    rank: int
+    world: int
+    local_rank: int
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def environment() -> Group | None:
+    """The group torchrun or `launch` set up for this process (RANK, WORLD_SIZE), or None for one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None
+    return Group(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def current() -> Group | None:
+    """The group this process has joined, or None."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    return Group(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 of its group, or alone (read from the environment, before joining)."""
+    group = environment()
+    return group is None or group.main
+
+
+def join(device: torch.device) -> tuple[Group | None, torch.device]:
+    """Join the group of this process's environment (gloo on the CPU, NCCL on CUDA): (group, this rank's device).
+    A rendezvous that fails (a port in use, an unreachable master) is a one-line error."""
+    group = environment()
+    if group is None or dist.is_initialized():
+        return current(), _rank_device(device, group)
+    device = _rank_device(device, group)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    try:
+        dist.init_process_group(backend, timeout=TIMEOUT, device_id=device if device.type == "cuda" else None)
+    except (RuntimeError, ValueError, OSError) as exc:
+        where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+        raise DlrunError(f"rank {group.rank} could not join the process group at {where} ({first_line(exc)}); check "
+                         "that the port is free and the address reachable from every node.", exit_code=1) from None
+    return group, device
+
+
+def agree_on_folder(run_dir: Path, device_name: str, claim) -> Path:
+    """Under torchrun every rank is a `dlrun` that chose its own run folder (a timestamp): rank 0 claims its own
+    (`claim()`) and every rank takes that one. A claim refused on rank 0 stops all: the others quietly."""
+    from dlrun.train.device import resolve_device
+
+    group, _ = join(resolve_device(device_name))
+    message = [None]
+    if group.main:
+        try:
+            claim()
+            message = [str(run_dir)]
+        except DlrunError as exc:
+            message = [("error", exc.exit_code)]
+            dist.broadcast_object_list(message, src=0)
+            raise
+    dist.broadcast_object_list(message, src=0)
+    if isinstance(message[0], tuple):
+        raise SystemExit(message[0][1])  # rank 0 said why
+    return Path(message[0])
+
+
+def _rank_device(device: torch.device, group: Group | None) -> torch.device:
+    if group is None or device.type != "cuda":
+        return device
+    torch.cuda.set_device(group.local_rank)
+    return torch.device("cuda", group.local_rank)
+
+
+def leave() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+# ---- the strategies --------------------------------------------------------------------------------------------
+class Strategy:
+    """How the processes of a run stay in step. This base is one process: nothing to exchange."""
+
+    world = 1
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """What the training step's forward calls (the model itself, or a wrapper that syncs gradients)."""
+        return model
+
+    def after_step(self, model: nn.Module) -> None:
+        """After each optimizer step (parameter averaging)."""
+
+    def sum(self, values: list[float]) -> list[float]:
+        """The values summed over all ranks (an epoch's loss and sample counts)."""
+        return values
+
+    def agreed_signal(self, signum: int | None) -> int | None:
+        """A signal any rank has received, so that all stop at the same step."""
+        return signum
+
+    def gather(self, obj) -> list:
+        """`obj` of every rank, in rank order."""
+        return [obj]
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class Synchronous(Strategy):
+    """`ddp`: DistributedDataParallel all-reduces the gradients during backward, every step."""
+
+    def __init__(self, group: Group, device: torch.device, slow_rank_delay_ms: float = 0.0):
+        self.group, self.world, self.device = group, group.world, device
+        # a test knob: this rank works slower (the slowest-worker effect of seed 002)
+        self.delay = slow_rank_delay_ms / 1000 if group.rank == group.world - 1 else 0.0
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    def after_step(self, model: nn.Module) -> None:
+        if self.delay:
+            time.sleep(self.delay)
+
+    def sum(self, values: list[float]) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64, device=self._comm_device())
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def agreed_signal(self, signum: int | None) -> int | None:
+        t = torch.tensor([signum or 0], device=self._comm_device())
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t) or None
+
+    def gather(self, obj) -> list:
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def _comm_device(self) -> torch.device:
+        return self.device if self.device.type == "cuda" else torch.device("cpu")
+
+
+class ParameterAveraging(Synchronous):
+    """`local_sgd`: each rank steps on its own gradients; torch's PeriodicModelAverager averages the parameters
+    every `average_every` steps (no communication in between: the seed's parameter averaging)."""
+
+    def __init__(self, group: Group, device: torch.device, average_every: int, slow_rank_delay_ms: float = 0.0):
+        super().__init__(group, device, slow_rank_delay_ms)
+        from torch.distributed.algorithms.model_averaging.averagers import PeriodicModelAverager
+
+        with warnings.catch_warnings():  # period 1 is DDP's result at more cost; allowed, to show they agree
+            warnings.simplefilter("ignore", UserWarning)
+            self.averager = PeriodicModelAverager(period=average_every, warmup_steps=0)
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        for p in model.parameters():  # every rank starts from rank 0's weights, as DDP does
+            dist.broadcast(p.data, src=0)
+        return model
+
+    def after_step(self, model: nn.Module) -> None:
+        super().after_step(model)
+        self.averager.average_parameters(model.parameters())
+
+    def state_dict(self) -> dict:
+        return {"averager_step": self.averager.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.averager.step = state.get("averager_step", self.averager.step)
+
+
+def strategy_for(settings, group: Group | None, device: torch.device) -> Strategy:
+    """The run's strategy (trainer.strategy) for this group; one process gets the base."""
+    if group is None:
+        return Strategy()
+    if settings.strategy == "local_sgd":
+        return ParameterAveraging(group, device, settings.average_every, settings.slow_rank_delay_ms)
+    return Synchronous(group, device, settings.slow_rank_delay_ms)
+
+
+# ---- starting the processes ------------------------------------------------------------------------------------
+def check_devices(devices: int, device: torch.device, batch_size, own_update: bool | None = None) -> None:
+    """What makes trainer.devices impossible, said before any process starts."""
+    if devices <= 1:
+        return
+    if device.type == "cuda":
+        have, what = torch.cuda.device_count(), "CUDA GPUs"
+    else:
+        have, what = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(), "CPU cores"
+    if devices > have:
+        raise DlrunError(f"trainer.devices={devices} but this machine has {have} {what} for this run; use at most "
+                         f"{have} (one process per {what[:-1]}).")
+    if batch_size == "full":
+        raise DlrunError("trainer.batch_size=full is one batch of the whole split; with trainer.devices > 1 each "
+                         "process needs its own batches: give an integer batch size (per process).")
+
+
+def launch(cfg: dict, run_dir: Path, overrides: list[str], sweep_job: bool, devices: int, entrypoint):
+    """Start `devices` workers through torch's elastic launcher on this machine (a free port, its own run id),
+    wait for them and return rank 0's (summary, history). `entrypoint(cfg, run_dir, overrides, sweep_job)` runs in
+    each (dlrun/train/pipeline.py's `rank_worker`). A worker that dies ends the group; the error names it."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=devices, run_id=uuid.uuid4().hex,
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2,
+                          start_method="spawn")
+    os.environ[LAUNCHED_ENV] = str(Path(run_dir).resolve())
+    if not tracebacks_wanted():  # the launcher logs a worker's death with a traceback; dlrun says it in one line
+        for name in ("torch.distributed.elastic", "torch.multiprocessing"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        results = elastic_launch(config, entrypoint)(cfg, str(run_dir), overrides, sweep_job)
+    except SignalException as exc:  # the launcher passed the signal on to the workers, which saved and stopped
+        return interrupted(run_dir, exc.sigval)
+    except ChildFailedError as exc:
+        raise DlrunError(f"{describe_failure(exc)}; the other processes were stopped. {resumable(run_dir)}",
+                         exit_code=1) from None
+    finally:
+        os.environ.pop(LAUNCHED_ENV, None)
+    outcome = results[0]
+    if "error" in outcome:
+        raise DlrunError(outcome["error"], exit_code=outcome["exit_code"])
+    return outcome["summary"], outcome["history"]
+
+
+def interrupted(run_dir: Path, signum: int) -> tuple[dict, list[dict]]:
+    """What rank 0 wrote when a signal stopped the group (its summary.json), for the exit code and the caller."""
+    import json
+
+    try:
+        summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    except (OSError, ValueError):
+        summary = {"status": "interrupted"}
+    summary["signal"] = int(signum)
+    if summary.get("status") == "completed":  # the signal came after the work
+        summary.pop("signal")
+    return summary, []
+
+
+def describe_failure(exc) -> str:
+    """'rank 1 (pid 123) was killed by SIGKILL' from the launcher's report."""
+    parts = []
+    for rank, failure in sorted(exc.failures.items()):
+        code = failure.exitcode
+        how = (f"was killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals()
+               else f"exited with code {code}")
+        parts.append(f"rank {rank} (pid {failure.pid}) {how}")
+    return "; ".join(parts) or "a worker failed"
+
+
+def resumable(run_dir: Path) -> str:
+    last = Path(run_dir) / "checkpoints" / "last.pt"
+    if last.exists():
+        return f"The last checkpoint is intact: continue with `dlrun resume={run_dir}`."
+    return f"No checkpoint was written yet: `dlrun resume={run_dir}` starts it again."
