@@ -45,7 +45,7 @@ def test_slurm_config_composes():
     assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
     assert {k: launcher[k] for k in ("timeout_min", "cpus_per_task", "gpus_per_node", "mem_gb", "partition")} == \
         {"timeout_min": 30, "cpus_per_task": 4, "gpus_per_node": 1, "mem_gb": 16, "partition": "gpu"}
-    assert launcher["additional_parameters"] == {"signal": "TERM@120"}  # dlrun saves and exits on SIGTERM
+    assert launcher["additional_parameters"] == {"signal": "USR1@120"}  # dlrun saves, exits 75 and is requeued
 
 
 def test_slurm_launcher_writes_the_sbatch_script(tmp_path, monkeypatch):
@@ -73,7 +73,7 @@ def test_slurm_launcher_writes_the_sbatch_script(tmp_path, monkeypatch):
         launcher.launch([["seed=0"], ["seed=1"]], initial_job_idx=0)
     sbatch = str(info.value).splitlines()
     for line in ("#SBATCH --time=30", "#SBATCH --cpus-per-task=4", "#SBATCH --gpus-per-node=1",
-                 "#SBATCH --partition=gpu", "#SBATCH --mem=16GB", "#SBATCH --signal=TERM@120",
+                 "#SBATCH --partition=gpu", "#SBATCH --mem=16GB", "#SBATCH --signal=USR1@120",
                  "#SBATCH --job-name=dlrun", "#SBATCH --array=0-1%2"):
         assert line in sbatch, "\n".join(sbatch)
     assert any(line.startswith("srun ") and "submitit.core._submit" in line for line in sbatch)
@@ -108,7 +108,7 @@ def test_slurm_sweep_on_a_fake_cluster(tmp_path):
                      f"hydra.sweep.dir={sweep}", timeout=300,
                      env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_SLURM_DIR": str(tmp_path)})
     assert proc.returncode == 0, proc.stdout + proc.stderr + (tmp_path / "jobs.log").read_text()
-    assert "#SBATCH --signal=TERM@120" in (tmp_path / "sbatch.sh").read_text()
+    assert "#SBATCH --signal=USR1@120" in (tmp_path / "sbatch.sh").read_text()
     for job in ("0", "1"):
         assert read_json(sweep / job / "summary.json")["status"] == "completed"
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
 import traceback
 from pathlib import Path
@@ -11,6 +12,7 @@ from omegaconf import open_dict
 
 from dlrun.sweep.folders import SKIPPED, STATE, clear
 from dlrun.sweep.ledger import RUN_ID_ENV, append_ledger, final_metrics, read_ledger, read_summary
+from dlrun.sweep.requeue import ignore_stray_warning, in_submitit_job, requeue
 
 class SweepStopped(BaseException):
     """sweep.on_failure=stop after a failure; a BaseException so it passes Hydra's launcher, which
@@ -22,6 +24,8 @@ def sweep_job(cfg, hc) -> dict | None:
     Returns the job's summary (the earlier one for a skipped job), e.g. for a sweeper that optimises it."""
     from dlrun.errors import DlrunError, print_error
 
+    if in_submitit_job():
+        ignore_stray_warning()  # SLURM's SIGUSR1 before or after training: not the end of the process
     run_dir, sweep_dir = Path(hc.runtime.output_dir), Path(hc.runtime.cwd, hc.sweep.dir)  # cwd: chdir=true
     STATE["dir"] = Path(hc.sweep.dir)
     overrides = list(hc.overrides.task)
@@ -75,6 +79,11 @@ def sweep_job(cfg, hc) -> dict | None:
     status = "failed" if error else summary["status"]
     append_ledger(sweep_dir, {**entry, "status": status, "metrics": final_metrics(summary),
                               "wall_time": round(time.perf_counter() - start, 3), "error": error})
+    if status == "interrupted" and summary.get("signal") == signal.SIGUSR1 and in_submitit_job():
+        why = requeue()  # SLURM's time-limit warning: requeued (no return), to resume this folder
+        print_error(f"job {hc.job.num} stopped before its time limit and was not requeued ({why}); "
+                    f"re-run the sweep command to resume it")
+        return summary  # this array task ends; the ledger says interrupted
     if status == "interrupted":  # a signal stops the whole sweep; re-running the command resumes it
         raise SystemExit(code)
     if error:
