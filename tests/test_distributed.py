@@ -53,18 +53,31 @@ def test_two_processes_at_batch_b_follow_one_process_at_batch_2b_and_only_rank_0
 
 def test_local_sgd_averaging_every_step_with_plain_sgd_equals_ddp(tmp_path):
     common = [*SMALL, "trainer.epochs=1", "trainer.batch_size=17", "trainer.devices=2"]
-    ddp, avg, avg4 = tmp_path / "ddp", tmp_path / "avg", tmp_path / "avg4"
+    ddp, avg = tmp_path / "ddp", tmp_path / "avg"
     assert run_dlrun(*common, f"hydra.run.dir={ddp}").returncode == 0
     assert run_dlrun(*common, "trainer.strategy=local_sgd", "trainer.average_every=1",
                      f"hydra.run.dir={avg}").returncode == 0
     # averaging the weights after one plain SGD step is averaging the gradients
     assert_same_weights(weights(ddp), weights(avg))
     assert read_json(avg / "summary.json")["strategy"] == "local_sgd"
+    rows = read_jsonl(avg / "metrics.jsonl")
+    assert rows[0]["exchanged_mb"] == pytest.approx(38 * PARAMS * 4 / 1e6)  # 37 averages + the epoch's end
+
+
+PARAMS = 50826  # the default MLP's parameters on digits
+
+
+@pytest.mark.slow
+def test_local_sgd_averaging_every_4_steps_takes_another_path_and_still_learns(tmp_path):
+    common = [*SMALL, "trainer.epochs=1", "trainer.batch_size=17", "trainer.devices=2"]
+    ddp, avg4 = tmp_path / "ddp", tmp_path / "avg4"
+    assert run_dlrun(*common, f"hydra.run.dir={ddp}").returncode == 0
     assert run_dlrun(*common, "trainer.strategy=local_sgd", "trainer.average_every=4",
                      f"hydra.run.dir={avg4}").returncode == 0
     w4, wd = weights(avg4), weights(ddp)
     assert any(not torch.allclose(w4[k], wd[k], atol=1e-5) for k in wd)  # rarer averaging: another path
     assert read_json(avg4 / "summary.json")["test_accuracy"] > 0.7
+    assert read_jsonl(avg4 / "metrics.jsonl")[0]["exchanged_mb"] == pytest.approx(11 * PARAMS * 4 / 1e6)  # 10 + 1
 
 
 def test_torchrun_starts_the_ranks_one_folder_and_a_checkpoint_resumes_in_one_process(tmp_path):

@@ -26,7 +26,7 @@ CHANGEABLE = ("trainer.epochs", "optimizer.lr", "resume", "device", "logger.", "
               "trainer.summary", "trainer.checkpoint_every_steps", "trainer.export_safetensors",
               "trainer.early_stopping.", "trainer.compile", "trainer.tf32", "trainer.cudnn_benchmark",
               "dataset.in_memory", "dataset.num_workers", "dataset.root", "dataset.download",
-              "trainer.devices", "trainer.slow_rank_delay_ms")  # a run resumes in as many processes as it likes
+              "trainer.devices", "trainer.strategy", "trainer.slow_rank_delay_ms")  # in as many processes, and ways, as it likes
 
 
 def resume_overrides(overrides: list[str], config_dirs: Iterable[str] = ()) -> list[str]:

@@ -75,7 +75,7 @@ class Trainer:
     eval_episodes: int = positive_int()  # ... and greedy evaluation episodes after each
     summary: bool
     devices: int = positive_int()  # processes of one training (torch.distributed); torchrun sets its own
-    strategy: Literal["ddp", "local_sgd"]
+    strategy: Literal["ddp", "local_sgd", "param_server"]
     average_every: int = positive_int()  # local_sgd: optimizer steps between parameter averages
     slow_rank_delay_ms: float = at_least_0()  # the last rank sleeps this long after each step (the slowest worker)
     checkpoint: Checkpoint

@@ -24,9 +24,10 @@ from dlrun.registry import LOGGERS, MODELS, TASKS
 from dlrun.tasks.base import Artifacts, Task
 from dlrun.train.callbacks import EarlyStopping, LoggerCallback, ModelCheckpoint, RunLogCallback
 from dlrun.train.device import set_backends
-from dlrun.train.distributed import Group, strategy_for
+from dlrun.train.distributed import Asynchronous, Group, strategy_for
 from dlrun.train.loop import SupervisedLoop
 from dlrun.train.optim import build_optimizer, build_scheduler
+from dlrun.train.param_server import ParameterServerLoop
 from dlrun.train.run_folder import log
 from dlrun.train.trainer import Trainer
 
@@ -88,11 +89,12 @@ def build(cfg: DictConfig, run_dir: Path, device: torch.device, console: Console
     if tset.compile:
         model.compile()  # in place: the first step compiles (seconds); state_dict keys stay as they are
     optimizer = build_optimizer(cfg.optimizer, param_groups(model, cfg.optimizer.get("lr")))
+    strategy = strategy_for(tset, group, device)
     batches = Batches(device, tset.batch_size, cfg.seed, tset.limit_batches, cfg.dataset.get("in_memory", True),
-                      cfg.dataset.get("num_workers", 0), *((group.rank, group.world) if group else ()))
+                      cfg.dataset.get("num_workers", 0), *strategy.shard)
     scheduler, interval = build_scheduler(cfg.scheduler, optimizer, tset.epochs, batches.count(data.train))
-    loop = SupervisedLoop(model, optimizer, task, data, batches, tset, scheduler, interval, augment,
-                          strategy_for(tset, group, device))
+    loop_type = ParameterServerLoop if isinstance(strategy, Asynchronous) else SupervisedLoop  # param_server: its own
+    loop = loop_type(model, optimizer, task, data, batches, tset, scheduler, interval, augment, strategy)
     checkpoint = ModelCheckpoint(run_dir / "checkpoints", tset.checkpoint.monitor)
     trainer = Trainer(loop, tset.epochs, run_dir, [*early_stopping(tset), LoggerCallback(loggers(cfg, run_dir, console)
                                                                                           if writes else []),

@@ -13,8 +13,10 @@ In the group, every rank trains on its own shard of each epoch's order (dlrun/da
 |---|---|---|
 | ddp | gradients, all-reduced by `DistributedDataParallel` during backward | every step |
 | local_sgd | parameters, averaged by torch's `PeriodicModelAverager` (parameter averaging) | every `average_every` steps |
+| param_server | a worker's gradients to rank 0, the server's weights back (torch.distributed.rpc; asynchronous SGD) | each worker's every step, when it is ready |
 
-Asynchronous SGD with a parameter server (`param_server`) is not here yet.
+`param_server` (`Asynchronous` here, its loop in dlrun/train/param_server.py): rank 0 is the server and does not
+train; ranks 1..N-1 are the workers, whose shards split the epoch among themselves. Tested on one machine.
 """
 from __future__ import annotations
 
@@ -117,8 +119,11 @@ def _rank_device(device: torch.device, group: Group | None) -> torch.device:
 
 
 def leave() -> None:
+    """Leave the group, then the rpc agent if param_server started one. The group goes first: a rank still
+    waiting in a collective for this one fails at once instead of after TIMEOUT, and reaches its own `leave`."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    _stop_rpc()
 
 
 def first_line(exc: BaseException) -> str:
@@ -139,6 +144,9 @@ class Strategy:
     def after_step(self, model: nn.Module) -> None:
         """After each optimizer step (parameter averaging)."""
 
+    def end_epoch(self, model: nn.Module) -> None:
+        """After an epoch's steps, before validation: every rank must hold the model that is validated and saved."""
+
     def sum(self, values: list[float]) -> list[float]:
         """The values summed over all ranks (an epoch's loss and sample counts)."""
         return values
@@ -150,6 +158,15 @@ class Strategy:
     def gather(self, obj) -> list:
         """`obj` of every rank, in rank order."""
         return [obj]
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        """(index, count) of this rank's shard of each epoch (dlrun/data/loader.py's Batches)."""
+        return 0, 1
+
+    def report(self) -> dict:
+        """What the epoch's row says of the exchange (and the counters start again)."""
+        return {}
 
     def state_dict(self) -> dict:
         return {}
@@ -164,14 +181,23 @@ class Synchronous(Strategy):
         self.group, self.world, self.device = group, group.world, device
         # a test knob: this rank works slower (the slowest-worker effect of seed 002)
         self.delay = slow_rank_delay_ms / 1000 if group.rank == group.world - 1 else 0.0
+        self.exchanged = 0  # bytes of tensors this rank put into collectives since the last report
 
     def wrap(self, model: nn.Module) -> nn.Module:
         ids = [self.device.index] if self.device.type == "cuda" else None
+        self.model_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
         return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
     def after_step(self, model: nn.Module) -> None:
+        self.exchanged += self.model_bytes  # every gradient, all-reduced once per step
         if self.delay:
             time.sleep(self.delay)
+
+    def report(self) -> dict:
+        """`exchanged_mb`: the payload this rank all-reduced in the epoch (the algorithm moves about twice that
+        per rank on the wire: a ring all-reduce is a reduce-scatter and an all-gather)."""
+        row, self.exchanged = {"exchanged_mb": self.exchanged / 1e6}, 0
+        return row
 
     def sum(self, values: list[float]) -> list[float]:
         t = torch.tensor(values, dtype=torch.float64, device=self._comm_device())
@@ -187,6 +213,10 @@ class Synchronous(Strategy):
         out = [None] * self.world
         dist.all_gather_object(out, obj)
         return out
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        return self.group.rank, self.group.world
 
     def _comm_device(self) -> torch.device:
         return self.device if self.device.type == "cuda" else torch.device("cpu")
@@ -207,11 +237,21 @@ class ParameterAveraging(Synchronous):
     def wrap(self, model: nn.Module) -> nn.Module:
         for p in model.parameters():  # every rank starts from rank 0's weights, as DDP does
             dist.broadcast(p.data, src=0)
+        self.model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         return model
 
     def after_step(self, model: nn.Module) -> None:
-        super().after_step(model)
+        if self.delay:
+            time.sleep(self.delay)
+        averaging = (self.averager.step - self.averager.warmup_steps) % self.averager.period == 0
         self.averager.average_parameters(model.parameters())
+        self.exchanged += self.model_bytes if averaging else 0  # the parameters, every `period` steps
+
+    def end_epoch(self, model: nn.Module) -> None:
+        from torch.distributed.algorithms.model_averaging.utils import average_parameters
+
+        average_parameters(iter(model.parameters()), dist.group.WORLD)  # one model to validate and save
+        self.exchanged += self.model_bytes
 
     def state_dict(self) -> dict:
         return {"averager_step": self.averager.step}
@@ -220,10 +260,108 @@ class ParameterAveraging(Synchronous):
         self.averager.step = state.get("averager_step", self.averager.step)
 
 
+class Asynchronous(Synchronous):
+    """`param_server`'s side of the process group (its rpc side and loop: dlrun/train/param_server.py). Rank 0 is
+    the server and evaluates whole splits; the workers (ranks 1..N-1) shard each epoch among themselves. They meet
+    over the group only at an epoch's end, so a worker's sums stay its own until then (`sums`) and a signal waits
+    for that meeting (`agree`). Starts the rpc agent (`_start_rpc`), which `leave` stops."""
+
+    def __init__(self, group: Group, device: torch.device, slow_rank_delay_ms: float = 0.0,
+                 checkpoint_every_steps: int | None = None):
+        if checkpoint_every_steps:  # said by every rank at once, before the rpc agent starts
+            raise DlrunError("trainer.checkpoint_every_steps is not available with trainer.strategy=param_server: its "
+                             "workers step asynchronously, so there is no common mid-epoch state; it checkpoints at "
+                             "each epoch's end.")
+        super().__init__(group, device, slow_rank_delay_ms)  # the last rank is a worker: only it is slowed
+        self.sums: list[float] = []  # a worker's (loss sum, samples, hits) of its last epoch
+        self.pending: int | None = None  # a signal that arrived in the middle of an epoch
+        _start_rpc(group)
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        return (0, 1) if self.group.main else (self.group.rank - 1, self.group.world - 1)
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        self.model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        return model  # the server's weights reach the workers through rpc
+
+    def after_step(self, model: nn.Module) -> None:
+        if self.delay:  # the exchange is the server's to count: `pushed`
+            time.sleep(self.delay)
+
+    def pushed(self) -> None:
+        """On the server, per worker's step: its gradients in, the weights out (`report`'s exchanged_mb)."""
+        self.exchanged += 2 * self.model_bytes
+
+    def sum(self, values: list[float]) -> list[float]:
+        self.sums = list(values)
+        return values
+
+    def agreed_signal(self, signum: int | None) -> int | None:
+        """After each step: a worker cannot stop alone, so the signal waits for the epoch's end."""
+        self.pending = self.pending or signum
+        return None
+
+    def agree(self, signum: int | None) -> int | None:
+        """At an epoch's end: a signal any rank has received."""
+        return super().agreed_signal(signum or self.pending)
+
+
+RPC_SERVER = "server"  # rank 0's rpc name; the workers are worker1, worker2, ...
+_rpc_running: list[bool] = []  # [True] while this process's rpc agent runs
+
+
+def _start_rpc(group: Group) -> None:
+    """Every rank joins the rpc agent. Its rendezvous is a store of its own on rank 0 (MASTER_ADDR), at a port free
+    there, named to the others over the group: it does not collide with the group's store on MASTER_PORT."""
+    import socket
+
+    from torch.distributed import rpc
+
+    port = [None]
+    if group.main:
+        with socket.socket() as probe:
+            probe.bind(("", 0))
+            port[0] = probe.getsockname()[1]
+    dist.broadcast_object_list(port, src=0)
+    where = f"{os.environ.get('MASTER_ADDR', 'localhost')}:{port[0]}"
+    options = rpc.TensorPipeRpcBackendOptions(init_method=f"tcp://{where}", rpc_timeout=TIMEOUT.total_seconds())
+    try:
+        with warnings.catch_warnings():  # torch's own use of a deprecated ProcessGroup call
+            warnings.simplefilter("ignore", UserWarning)
+            rpc.init_rpc(RPC_SERVER if group.main else f"worker{group.rank}", rank=group.rank,
+                         world_size=group.world, rpc_backend_options=options)
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise DlrunError(f"rank {group.rank} could not start param_server's rpc agent at {where} "
+                         f"({first_line(exc)}).", exit_code=1) from None
+    _rpc_running.append(True)
+    import atexit
+
+    atexit.register(_stop_rpc)  # under torchrun nothing calls `leave`
+
+
+def _stop_rpc() -> None:
+    """Wait for every rank's agent to get here (no request is cut short), then stop this one."""
+    if not _rpc_running:
+        return
+    from torch.distributed import rpc
+
+    _rpc_running.pop()
+    try:
+        rpc.shutdown(graceful=True, timeout=TIMEOUT.total_seconds())
+    except RuntimeError:
+        pass  # a rank that never came: this agent is stopped anyway
+
+
 def strategy_for(settings, group: Group | None, device: torch.device) -> Strategy:
     """The run's strategy (trainer.strategy) for this group; one process gets the base."""
+    if settings.strategy == "param_server" and (group is None or group.world < 2):
+        raise DlrunError("trainer.strategy=param_server needs a server and at least one worker: trainer.devices >= 2 "
+                         "(or torchrun --nproc_per_node >= 2).")
     if group is None:
         return Strategy()
+    if settings.strategy == "param_server":
+        return Asynchronous(group, device, settings.slow_rank_delay_ms, settings.checkpoint_every_steps)
     if settings.strategy == "local_sgd":
         return ParameterAveraging(group, device, settings.average_every, settings.slow_rank_delay_ms)
     return Synchronous(group, device, settings.slow_rank_delay_ms)
@@ -259,8 +397,9 @@ def launch(cfg: dict, run_dir: Path, overrides: list[str], sweep_job: bool, devi
                           start_method="spawn")
     os.environ[LAUNCHED_ENV] = str(Path(run_dir).resolve())
     if not tracebacks_wanted():  # the launcher logs a worker's death with a traceback; dlrun says it in one line
-        for name in ("torch.distributed.elastic", "torch.multiprocessing"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+        for name in list(logging.Logger.manager.loggerDict):
+            if name.startswith(("torch.distributed.elastic", "torch.multiprocessing")):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         results = elastic_launch(config, entrypoint)(cfg, str(run_dir), overrides, sweep_job)
     except SignalException as exc:  # the launcher passed the signal on to the workers, which saved and stopped

@@ -117,12 +117,14 @@ class SupervisedLoop(Loop):
     # ---- an epoch ------------------------------------------------------------------------------
     def run_epoch(self, epoch: int) -> dict:
         train, lr, seconds = self._train_epoch(epoch)
+        self.strategy.end_epoch(self.model)
         val = self.evaluate(self.data.val)
         if self.scheduler is not None and self.scheduler_interval == "epoch":
             plateau = isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
             self.scheduler.step(val["loss"]) if plateau else self.scheduler.step()
         self.epoch_step, self._partial = 0, self._fresh()
-        return {"step": self.step, **train, **{f"val_{k}": v for k, v in val.items()}, "lr": lr, "epoch_time": seconds}
+        return {"step": self.step, **train, **{f"val_{k}": v for k, v in val.items()}, "lr": lr, "epoch_time": seconds,
+                **self.strategy.report()}
 
     def _fresh(self) -> dict:
         """The unfinished epoch: its per-step records (device), skipped steps and seconds (host)."""

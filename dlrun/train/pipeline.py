@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -176,14 +178,20 @@ def launch(cfg: DictConfig, run_dir: Path, overrides: list[str], sweep_job: bool
 
 
 def rank_worker(cfg: dict, run_dir: str, overrides: list[str], sweep_job: bool) -> dict:
-    """One launched process: the run as its rank; errors come back to the launcher as values."""
+    """One launched process: the run as its rank; errors come back to the launcher as values. Its own process
+    group: a Ctrl-C in the terminal reaches the launcher alone, which passes it on once (not twice: that aborts)."""
+    os.setpgrp()
     try:
         summary, history = train(OmegaConf.create(cfg), Path(run_dir), overrides=overrides, sweep_job=sweep_job)
-        return {"summary": summary, "history": history}
     except DlrunError as exc:
-        return {"error": str(exc), "exit_code": exc.exit_code}
-    finally:
         distributed.leave()
+        return {"error": str(exc), "exit_code": exc.exit_code}
+    distributed.leave()
+    if summary["status"] == "interrupted":  # the launcher, stopping on a signal, reads summary.json, not this
+        sys.stdout.flush()                  # value, and would wait for it to be read (30 s) before a kill
+        sys.stderr.flush()
+        os._exit(exit_code(summary))
+    return {"summary": summary, "history": history}
 
 
 def load_test_weights(job: Job) -> dict:

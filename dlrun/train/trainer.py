@@ -120,8 +120,8 @@ class Trainer:
                 trainer.signal = signum
                 notice = (f"{signal.Signals(signum).name} received: finishing the current step and saving "
                           "(Ctrl-C again aborts at once)\n")
-                if not (trainer.progress and trainer.progress.interrupt_notice(notice)):  # a live bar: own line
-                    os.write(2, notice.encode())
+                if trainer.writes and not (trainer.progress and trainer.progress.interrupt_notice(notice)):
+                    os.write(2, notice.encode())  # (a live bar shows it on its own line; other ranks say nothing)
 
             def __exit__(self, *exc):
                 for sig, old in self.old.items():
