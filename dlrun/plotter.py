@@ -1,5 +1,5 @@
-"""The run's PNGs (the confusion matrix; an autoencoder's reconstructions; seq2seq's attention maps), drawn here
-or in a helper process.
+"""The run's PNGs (the confusion matrix; an autoencoder's reconstructions; seq2seq's attention maps; segmentation
+masks; detection boxes), drawn here or in a helper process.
 
 Importing matplotlib costs about 1 s, a sixth of the default run. A CLI run starts the helper before it
 imports torch, so that second is spent on another core while torch loads and the model trains; at the
@@ -141,11 +141,95 @@ def draw_attention(maps: list[dict], path: str, title: str = "") -> None:
     save(attention_figure(maps, title), path)
 
 
-DRAW = {"confusion": draw_confusion, "images": draw_images, "attention": draw_attention}
+def class_colours(k: int):
+    """k RGB colours: black for class 0 (background), then tab10's (tab20's beyond 10 classes, cycled)."""
+    plt = pyplot()
+    cmap = plt.get_cmap("tab10" if k <= 11 else "tab20")
+    return [(0.0, 0.0, 0.0)] + [cmap(i % cmap.N)[:3] for i in range(k - 1)]
+
+
+def masks_figure(images: list, true: list, pred: list, classes: list[str], title: str = ""):
+    """Three rows: grey images (H x W nested lists), their true masks and the predicted ones (class ids), coloured
+    by class with a legend of the classes that appear."""
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    plt = pyplot()
+    k, n = len(classes), len(images)
+    colours = class_colours(k)
+    cmap = ListedColormap(colours)
+    shown = sorted(set(np.unique(true).tolist()) | set(np.unique(pred).tolist()))
+    width = max(MIN_SIZE[0], 1.2 * n + 1.0 + text_width(max(classes, key=len), 8) + 0.6)
+    title = wrap(title, width - 0.3, 10)
+    height = max(MIN_SIZE[1], 1.25 * 3 + 0.4 + 0.25 * (title.count("\n") + 1))
+    fig, axes = plt.subplots(3, n, figsize=(width, height), squeeze=False, layout="constrained")
+    for r, (row, label) in enumerate(zip((images, true, pred), ("image", "true", "predicted"))):
+        for c in range(n):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.imshow(np.asarray(row[c], dtype=float), cmap="gray")
+            else:
+                ax.imshow(np.asarray(row[c]), cmap=cmap, vmin=-0.5, vmax=k - 0.5, interpolation="nearest")
+        axes[r][0].set_ylabel(label, fontsize=8)
+    fig.legend(handles=[Patch(facecolor=colours[i], edgecolor="grey", label=str(classes[i])) for i in shown],
+               loc="outside right center", fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def draw_masks(images: list, true: list, pred: list, classes: list[str], path: str, title: str = "") -> None:
+    """`masks_figure` as a PNG at `path`."""
+    save(masks_figure(images, true, pred, classes, title), path)
+
+
+def boxes_figure(images: list, true: list, pred: list, title: str = ""):
+    """Images ((C, H, W) nested lists) with boxes, 8 a row: each image's `true` boxes in green and `pred` boxes in
+    red, each box [x1, y1, x2, y2, label] in pixels, the label written above it."""
+    import numpy as np
+    from matplotlib.patches import Rectangle
+
+    plt = pyplot()
+    n = len(images)
+    cols = min(n, 8)
+    rows = (n + cols - 1) // cols
+    width = max(MIN_SIZE[0], 1.6 * cols + 0.4)
+    title = wrap(title, width - 0.3, 10)
+    height = max(MIN_SIZE[1], 1.7 * rows + 0.3 + 0.25 * (title.count("\n") + 1))
+    fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False, layout="constrained")
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= n:
+            ax.axis("off")
+            continue
+        img = np.asarray(images[i], dtype=float).transpose(1, 2, 0)
+        img = (img - img.min()) / max(img.max() - img.min(), 1e-12)
+        ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray")
+        for boxes, colour, place in ((true[i], "lime", "bottom"), (pred[i], "red", "top")):
+            for x1, y1, x2, y2, label in boxes:
+                ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, edgecolor=colour,
+                                       linewidth=1))
+                ax.text(x1 - 0.5, y1 - 0.5 if place == "top" else y2 - 0.5, label, color=colour, fontsize=6,
+                        va="bottom" if place == "top" else "top", clip_on=True)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def draw_boxes(images: list, true: list, pred: list, path: str, title: str = "") -> None:
+    """`boxes_figure` as a PNG at `path`."""
+    save(boxes_figure(images, true, pred, title), path)
+
+
+DRAW = {"confusion": draw_confusion, "images": draw_images, "attention": draw_attention, "masks": draw_masks,
+        "boxes": draw_boxes}
 
 
 def draw(job: dict) -> None:
-    """Draw one job: {"kind": "confusion" | "images" | "attention", ...the drawing function's arguments}."""
+    """Draw one job: {"kind": "confusion" | "images" | "attention" | "masks" | "boxes", ...the drawing function's
+    arguments}."""
     job = dict(job)
     DRAW[job.pop("kind", "confusion")](**job)
 
@@ -179,6 +263,14 @@ class Plotter:
 
     def attention(self, maps: list[dict], path: Path, title: str = "") -> None:
         self._send({"kind": "attention", "maps": maps, "path": str(Path(path).resolve()), "title": title})
+
+    def masks(self, images: list, true: list, pred: list, classes: list[str], path: Path, title: str = "") -> None:
+        self._send({"kind": "masks", "images": images, "true": true, "pred": pred, "classes": classes,
+                    "path": str(Path(path).resolve()), "title": title})
+
+    def boxes(self, images: list, true: list, pred: list, path: Path, title: str = "") -> None:
+        self._send({"kind": "boxes", "images": images, "true": true, "pred": pred, "path": str(Path(path).resolve()),
+                    "title": title})
 
     def _send(self, job: dict) -> None:
         if self.proc is None:

@@ -22,7 +22,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     "translation; plain inputs are such texts too)")
     ap.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint file")
     ap.add_argument("--out", type=Path, help="write the predictions to FILE: .csv, .jsonl, .npy (raw outputs) or "
-                    ".png (image outputs); default: a table on the terminal")
+                    ".png (image outputs); default: a table on the terminal. A segmentation model also writes each "
+                    "input's mask beside FILE, as NAME_mask.png (class ids as pixel values), a detection model its boxes as NAME.txt "
+                    "(YOLO's format with the score: class cx cy w h score)")
     ap.add_argument("--batch-size", type=int, default=None, help="inputs per forward pass (default: the run's)")
     ap.add_argument("--top-k", type=int, default=3, help="classes shown per input (classification)")
     ap.add_argument("--length", type=int, default=None, help="characters to write after a --text prompt")
@@ -91,6 +93,10 @@ def predict(args: argparse.Namespace) -> None:
         image = predictor.input_shape if predictor.task.target_is_input and is_image(predictor.input_shape) else None
         out_files.write(args.out, names, preds, outputs, image)
         console.print(f"wrote {len(preds)} prediction(s) of {where} to {args.out}", highlight=False, markup=False)
+        files = predictor.task.write_files(outputs, names, args.out.parent)  # a task's own files (masks) beside it
+        if files:
+            console.print(f"wrote {len(files)} file(s) to {args.out.parent} ({files[0].name}, ...)", highlight=False,
+                          markup=False)
     elif not args.split:
         from rich.table import Table
 

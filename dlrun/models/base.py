@@ -14,6 +14,7 @@ the trainer and the tasks read them through the functions below (`isinstance`, n
 | `embeddings()` | method | one vector per vocabulary entry, written after the test (word2vec) |
 | `reads_features` | class attribute | the builder takes `features`, the dataset's named column groups (graph) |
 | `summary_rows(input_shape)` | method | `dlrun summary`'s table as (node, inputs, output shape, parameters) rows (graph) |
+| `output` | class attribute | what forward gives per input, checked against `Task.model_output`: "vector", "pixels" (unet), "grid" (yolov1) |
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class Model(nn.Module):
     updates_itself: ClassVar[bool] = False
     can_sample: ClassVar[bool] = False
     reads_features: ClassVar[bool] = False  # the builder takes `features={group: [column indices]}`
+    output: ClassVar[str] = "vector"  # per input: "vector" (scores or values) | "pixels" ((classes, H, W) scores) | "grid" (YOLO)
     aux_loss: torch.Tensor | None = None  # set by forward when the model adds a term to the loss
 
     def __init_subclass__(cls, **kwargs):
@@ -62,6 +64,12 @@ def is_token_model(builder) -> bool:
 def reads_features(builder) -> bool:
     """Whether a registered builder (a Model class or a function) takes the dataset's feature groups."""
     return isinstance(builder, type) and issubclass(builder, Model) and builder.reads_features
+
+
+def output_kind(builder) -> str:
+    """What a registered builder's models give per input: "pixels" (a score per class and pixel) or "vector"
+    (anything else, the default of a plain nn.Module)."""
+    return builder.output if isinstance(builder, type) and issubclass(builder, Model) else "vector"
 
 
 def takes_tokens(model: nn.Module) -> bool:

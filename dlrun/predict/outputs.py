@@ -31,6 +31,8 @@ def flat(pred: dict) -> dict:
             row.update({f"{name}.{k}": v for name, p in value.items() for k, v in flat(p).items()})
         elif key == "top":
             row[key] = " ".join(f"{t['class']}:{t['probability']:.4g}" for t in value)
+        elif isinstance(value, dict):  # counts by name (a mask's pixels per class): a column each
+            row.update({f"{key}.{k}": v for k, v in value.items()})
         elif isinstance(value, list):
             row[key] = " ".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in np.ravel(value).tolist())
         else:
@@ -80,4 +82,8 @@ def short(pred: dict) -> str:
         return f"{pred['next']!r} ({pred['probability']:.3f})"
     if "translation" in pred:
         return pred["translation"]
+    if "boxes" in pred:  # detections: class and score of each
+        return ", ".join(f"{b['class']} ({b['score']:.2f})" for b in pred["boxes"]) or "(no box)"
+    if "pixels" in pred:  # a mask: its classes by pixel count
+        return ", ".join(f"{name} {n}" for name, n in sorted(pred["pixels"].items(), key=lambda kv: -kv[1]) if n)
     return f"{len(np.ravel(pred.get('output', [])))} values"

@@ -13,6 +13,8 @@
 | generation     | real inputs (to compare) | a new input      | mmd (scores only)    |
 | multioutput    | one column per target    | one head each    | each head's own      |
 | seq2seq        | a token sequence         | softmax per step | cross_entropy        |
+| segmentation   | a class per pixel        | pixel softmax    | cross_entropy, ce_dice |
+| detection      | boxes per image          | YOLO v1 grid     | yolo                 |
 
 Models output raw scores (logits); the softmax or sigmoid lives inside the loss (`CrossEntropyLoss`,
 `BCEWithLogitsLoss`), the numerically stable form of the same thing.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from pathlib import Path
 from typing import Callable, ClassVar
 
@@ -61,6 +64,7 @@ class Task:
     classification: ClassVar[bool] = False  # accuracy is tracked per step and per epoch
     target_is_input: ClassVar[bool] = False  # the target is the (normalised) input, taken before augmentation
     weighs_classes: ClassVar[bool] = False  # takes trainer.class_weight (one weight per class in the loss)
+    model_output: ClassVar[str] = "vector"  # what the model must give per input (dlrun.models.base.output_kind)
 
     def __init__(self, loss_name: str, loss_fn: nn.Module, data: dict | None = None,
                  class_weight: list[float] | None = None):
@@ -158,12 +162,32 @@ class Task:
         """One prediction per row of outputs, as `dlrun predict` writes it; by default the raw outputs."""
         return [{"output": row.tolist()} for row in out]
 
+    def write_files(self, out: torch.Tensor, names: list[str], folder: Path) -> list[Path]:
+        """`dlrun predict --out`'s files beside its table, one per input named in `names` (a segmentation's mask
+        PNGs), into `folder`; by default none. Returns the files written."""
+        return []
+
     def write_artifacts(self, a: Artifacts, summary: dict) -> None:
         """The task's files, then those of the model's own hooks (word embeddings)."""
         self.artifacts(a, summary)
         vectors = embeddings(a.model)
         if vectors is not None and a.data.vocab is not None:
             summary["neighbours"] = write_embeddings(vectors, a.data.vocab, a.run_dir)
+
+
+def per_input_paths(names: list[str], folder: Path, ending: str) -> list[Path]:
+    """One file in `folder` per input, named after it (`NAME` + `ending`, e.g. "_mask.png"): characters a file
+    name should not hold become "_", and the same name from two folders gets a number."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    for name in names:
+        stem = re.sub(r"[^\w.-]+", "_", Path(name).stem if Path(name).suffix else name).strip("_") or "input"
+        path, n = folder / f"{stem}{ending}", 1
+        while path in paths:
+            n += 1
+            path = folder / f"{stem}_{n}{ending}"
+        paths.append(path)
+    return paths
 
 
 def register_task(cls: type[Task]) -> type[Task]:
