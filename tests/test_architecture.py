@@ -75,3 +75,15 @@ def test_a_model_that_declares_a_hook_must_define_it():
         type("Half", (Model,), {"can_sample": True})
     with pytest.raises(TypeError, match="abstract"):
         type("NoEpochs", (Loop,), {})()  # a loop must say what an epoch is
+
+
+def test_every_model_output_and_task_input_kind_is_one_the_build_stage_can_name():
+    from dlrun.models.base import Model, output_kind
+    from dlrun.registry import MODELS, TASKS
+    from dlrun.train.build import OUTPUT_KINDS
+
+    models = {name: output_kind(MODELS.get(name)) for name in MODELS.names()}
+    tasks = {name: TASKS.get(name).model_output for name in TASKS.names()}
+    assert set(models.values()) <= set(OUTPUT_KINDS) and set(tasks.values()) <= set(OUTPUT_KINDS), (models, tasks)
+    assert models["unet"] == tasks["segmentation"] == "pixels" and models["yolov1"] == tasks["detection"] == "grid"
+    assert issubclass(MODELS.get("unet"), Model) and issubclass(MODELS.get("yolov1"), Model)
