@@ -22,7 +22,7 @@ def main(runs: Path) -> None:
         table.append(f"| {run.name} | {s.get('processes', 1)} | {s.get('strategy', '-')} | {s['test_accuracy']:.4f} | "
                      f"{rows[-1]['val_accuracy']:.4f} | {s['n_train'] * len(rows) / seconds:,.0f} | "
                      f"{seconds / len(rows):.2f} | {rows[-1].get('exchanged_mb', 0):.1f} | "
-                     f"{rows[-1].get('staleness', '-')} |")
+                     f"{rows[-1].get('staleness', float('nan')):.2f} |")
     print("| run | processes | strategy | test accuracy | last val accuracy | samples/s | s per epoch | "
           "MB exchanged per epoch (rank 0) | mean staleness |")
     print("|---|---|---|---|---|---|---|---|---|")
