@@ -51,6 +51,19 @@ def test_two_processes_at_batch_b_follow_one_process_at_batch_2b_and_only_rank_0
     assert len(b) == 2 and len((two / "metrics.csv").read_text().splitlines()) == 3
 
 
+def test_the_dataloader_path_shards_the_same_samples(tmp_path):
+    """dataset.in_memory=false: a DataLoader serves each rank's shard; same run as the in-memory one."""
+    mem, loader = tmp_path / "mem", tmp_path / "loader"
+    common = [*SMALL, "trainer.epochs=1", "trainer.batch_size=17", "trainer.devices=2"]
+    assert run_dlrun(*common, f"hydra.run.dir={mem}").returncode == 0
+    proc = run_dlrun(*common, "dataset.in_memory=false", f"hydra.run.dir={loader}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a, b = read_jsonl(mem / "metrics.jsonl")[0], read_jsonl(loader / "metrics.jsonl")[0]
+    assert b["step"] == 37 and b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-6)
+    assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-6)
+    assert_same_weights(weights(mem), weights(loader))
+
+
 def test_local_sgd_averaging_every_step_with_plain_sgd_equals_ddp(tmp_path):
     common = [*SMALL, "trainer.epochs=1", "trainer.batch_size=17", "trainer.devices=2"]
     ddp, avg = tmp_path / "ddp", tmp_path / "avg"
