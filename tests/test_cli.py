@@ -84,8 +84,8 @@ def test_list_models_and_help_do_not_import_torch():
     assert [ln.split()[0] for ln in lines] == ["airbench", "autoencoder", "charlm", "cnn", "cnn_seed2x", "cnn_seed3x",
                                                "dqn", "gan", "graph", "gru", "inception", "lenet5", "lstm", "mlp",
                                                "perceptron", "q_learning", "resnet", "rnn", "seq2seq", "sequential",
-                                               "sequential_seed_conv", "transformer", "tv", "vae", "value_iteration",
-                                               "vgg", "word2vec"]
+                                               "sequential_seed_conv", "transformer", "tv", "unet", "vae",
+                                               "value_iteration", "vgg", "word2vec", "yolov1"]
     assert all(len(ln.split(maxsplit=1)) == 2 for ln in lines)  # every name has a description
     assert run_dlrun("list", "optimizers").stdout.split()[0] == "adadelta"
     code = ("import sys; from dlrun import cli\n"

@@ -160,3 +160,32 @@ def test_a_sweep_over_epsilon_schedules_reports_returns(tmp_path):
     assert report.returncode == 0, report.stderr
     assert "test_return_mean" in report.stdout and "exponential" in report.stdout
     assert "test_return_mean" in (sweep / "report.csv").read_text().splitlines()[0]
+
+
+def test_a_checkpoint_between_two_episodes_restores_the_environments_generator(tmp_path):
+    """Saved just as an episode ended (no observation under way): the next episode's start still comes from the
+    environment's own generator, which the checkpoint carries; a resume draws the same start."""
+    import torch
+    from omegaconf import OmegaConf
+    from rich.console import Console
+
+    from dlrun.config.composition import compose
+    from dlrun.rl.build import build_env_job
+
+    cfg = compose([*RESUME])
+    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+
+    def loop():
+        return build_env_job(cfg, tmp_path / "run", torch.device("cpu"), Console(quiet=True)).trainer.loop
+
+    first = loop()
+    while first.episodes < 3 or first.obs is not None:  # past two resets, stopped right at an episode's end
+        first._env_step()
+    state = first.state_dict()
+    second = loop()
+    second.load_state_dict(state)
+    for _ in range(60):  # into the next episode, whose start the generator draws
+        first._env_step()
+        second._env_step()
+        assert torch.equal(first.obs if first.obs is not None else torch.zeros(1),
+                           second.obs if second.obs is not None else torch.zeros(1))

@@ -236,7 +236,8 @@ class DQNLoop(Loop):
         self.step, self.env_steps, self.episodes, self.restarts = c["step"], c["env_steps"], c["episodes"], c["restarts"]
         self.reseed = c["reseed"]
         self.epoch_step, self._partial = state["epoch_step"], state["partial"]
-        if state["obs"] is not None and not set_state(self.env, state["env"]):
+        restored = set_state(self.env, state["env"])  # also between episodes: the next start draws from its generator
+        if state["obs"] is not None and not restored:
             self.restarts += 1  # the interrupted episode restarts (see dlrun/rl/env.py), counted
             self.reseed = self.seed + 7919 * self.restarts
             state = {**state, "obs": None, "episode": [0.0, 0]}

@@ -194,7 +194,8 @@ class QLearningLoop(TabularLoop):
         self.generator.set_state(state["generator"])
         c = state["counters"]
         self.obs, self.reseed, self.env_steps, self.episodes = c["obs"], c["reseed"], c["env_steps"], c["episodes"]
-        if self.obs is not None and not set_state(self.env, state["env"]):
+        restored = set_state(self.env, state["env"])  # also between episodes: the next start draws from its generator
+        if self.obs is not None and not restored:
             self.obs, self.reseed = None, self.seed + 7919
 
 
