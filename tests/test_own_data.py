@@ -371,3 +371,13 @@ def test_graph_outputs_name_the_tables_targets():
         Graph((5,), 4, nodes=nodes, outputs=[{"node": "v", "target": "size"}, {"node": "k", "target": "kind"}], heads=heads)
     with pytest.raises(DlrunError, match="give each of the dataset's targets"):
         Graph((5,), 4, nodes=nodes[:2], outputs=[{"node": "v", "target": "value"}], heads=heads)
+
+
+def test_class_weight_reaches_the_loss_of_more_than_two_classes():
+    """trainer.class_weight with three classes is torch's CrossEntropyLoss(weight=): sum(w_y * loss) / sum(w_y)."""
+    from dlrun.tasks.multiclass import Multiclass
+
+    task = Multiclass.build({"name": "auto"}, 3, None, [1.0, 1.0, 4.0])
+    out, y = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 2.0]]), torch.tensor([1, 2])
+    each = torch.nn.functional.cross_entropy(out, y, reduction="none")
+    assert float(task.loss_fn(out, y)) == pytest.approx(float((1 * each[0] + 4 * each[1]) / 5))

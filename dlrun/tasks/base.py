@@ -36,7 +36,9 @@ from dlrun.registry import TASKS
 from dlrun.train.checkpoint import atomic_write
 
 LOSSES: dict[str, Callable[[dict], nn.Module]] = {  # loss=NAME -> the torch.nn loss, from loss.* options
-    "cross_entropy": lambda o: nn.CrossEntropyLoss(label_smoothing=o.get("label_smoothing", 0.0)),
+    "cross_entropy": lambda o: nn.CrossEntropyLoss(  # each class's weight (trainer.class_weight), if given
+        weight=None if o.get("class_weight") is None else torch.tensor(o["class_weight"], dtype=torch.float32),
+        label_smoothing=o.get("label_smoothing", 0.0)),
     "bce": lambda o: nn.BCEWithLogitsLoss(), "mse": lambda o: nn.MSELoss(), "mae": lambda o: nn.L1Loss(),
     "huber": lambda o: nn.HuberLoss(delta=o.get("delta", 1.0)),
 }

@@ -188,7 +188,8 @@ class Detection(Task):
                              f"gives {data.task} targets.")
         for split, y in zip((data.train, data.val, data.test), boxes):
             split.y = y.to(split.x.device)
-        classes = [c for c in data.classes or [] if c != "background"]
+        classes = list(data.classes or [])
+        classes = classes[1:] if classes[:1] == ["background"] else classes  # the masks' class 0, by position
         if not classes:
             classes = [str(i) for i in range(max(int(max(float(y[..., 0].max()) for y in boxes)), 0) + 1)]
         data.task, data.classes, data.num_outputs = cls.name, classes, len(classes)

@@ -26,7 +26,8 @@ class SoftDice(nn.Module):
 
     def forward(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         probs = out.float().softmax(dim=1)
-        onehot = nn.functional.one_hot(y, out.shape[1]).movedim(-1, 1).float()
+        classes = torch.arange(out.shape[1], device=y.device).view(1, -1, *[1] * (y.dim() - 1))
+        onehot = (y.unsqueeze(1) == classes).float()  # (N, C, H, W) at once: no int64 one-hot, no movedim
         dims = (0, *range(2, out.dim()))
         dice = (2 * (probs * onehot).sum(dims) + 1) / (probs.sum(dims) + onehot.sum(dims) + 1)
         return 1 - dice.mean()
@@ -57,9 +58,7 @@ class Segmentation(Task):
 
     @classmethod
     def make_loss(cls, name: str, options: dict, num_outputs: int) -> nn.Module:
-        weight = options.get("class_weight")
-        ce = nn.CrossEntropyLoss(weight=None if weight is None else torch.tensor(weight, dtype=torch.float32),
-                                 label_smoothing=options.get("label_smoothing", 0.0))
+        ce = super().make_loss("cross_entropy", options, num_outputs)  # per pixel: (N, C, H, W) against (N, H, W)
         return CrossEntropyDice(ce, options.get("dice_weight", 1.0)) if name == "ce_dice" else ce
 
     @classmethod

@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch import nn
 
 from dlrun.errors import DlrunError, tracebacks_wanted
-from dlrun.train.run_folder import LAUNCHED_ENV
+from dlrun.train.run_folder import LAUNCHED_ENV, continue_hint
 TIMEOUT = datetime.timedelta(minutes=10)  # a rank that stops answering ends the group after this
 
 
@@ -60,13 +60,6 @@ def environment() -> Group | None:
     return Group(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def current() -> Group | None:
-    """The group this process has joined, or None."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return None
-    return Group(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
 def is_main_process() -> bool:
     """Whether this process is rank 0 of its group, or alone (read from the environment, before joining)."""
     group = environment()
@@ -78,7 +71,7 @@ def join(device: torch.device) -> tuple[Group | None, torch.device]:
     A rendezvous that fails (a port in use, an unreachable master) is a one-line error."""
     group = environment()
     if group is None or dist.is_initialized():
-        return current(), _rank_device(device, group)
+        return group, _rank_device(device, group)
     device = _rank_device(device, group)
     backend = "nccl" if device.type == "cuda" else "gloo"
     try:
@@ -129,6 +122,11 @@ def leave() -> None:
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def size_in_bytes(model: nn.Module) -> int:
+    """The bytes of a model's trained parameters: what one exchange of its gradients or weights moves."""
+    return sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
 
 
 # ---- the strategies --------------------------------------------------------------------------------------------
@@ -185,7 +183,7 @@ class Synchronous(Strategy):
 
     def wrap(self, model: nn.Module) -> nn.Module:
         ids = [self.device.index] if self.device.type == "cuda" else None
-        self.model_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+        self.model_bytes = size_in_bytes(model)
         return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
     def after_step(self, model: nn.Module) -> None:
@@ -237,7 +235,7 @@ class ParameterAveraging(Synchronous):
     def wrap(self, model: nn.Module) -> nn.Module:
         for p in model.parameters():  # every rank starts from rank 0's weights, as DDP does
             dist.broadcast(p.data, src=0)
-        self.model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        self.model_bytes = size_in_bytes(model)
         return model
 
     def after_step(self, model: nn.Module) -> None:
@@ -282,7 +280,7 @@ class Asynchronous(Synchronous):
         return (0, 1) if self.group.main else (self.group.rank - 1, self.group.world - 1)
 
     def wrap(self, model: nn.Module) -> nn.Module:
-        self.model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        self.model_bytes = size_in_bytes(model)
         return model  # the server's weights reach the workers through rpc
 
     def after_step(self, model: nn.Module) -> None:
@@ -368,7 +366,7 @@ def strategy_for(settings, group: Group | None, device: torch.device) -> Strateg
 
 
 # ---- starting the processes ------------------------------------------------------------------------------------
-def check_devices(devices: int, device: torch.device, batch_size, own_update: bool | None = None) -> None:
+def check_devices(devices: int, device: torch.device, batch_size) -> None:
     """What makes trainer.devices impossible, said before any process starts."""
     if devices <= 1:
         return
@@ -417,12 +415,9 @@ def launch(cfg: dict, run_dir: Path, overrides: list[str], sweep_job: bool, devi
 
 def interrupted(run_dir: Path, signum: int) -> tuple[dict, list[dict]]:
     """What rank 0 wrote when a signal stopped the group (its summary.json), for the exit code and the caller."""
-    import json
+    from dlrun.sweep.ledger import read_summary
 
-    try:
-        summary = json.loads((Path(run_dir) / "summary.json").read_text())
-    except (OSError, ValueError):
-        summary = {"status": "interrupted"}
+    summary = read_summary(run_dir) or {"status": "interrupted"}
     summary["signal"] = int(signum)
     if summary.get("status") == "completed":  # the signal came after the work
         summary.pop("signal")
@@ -441,7 +436,6 @@ def describe_failure(exc) -> str:
 
 
 def resumable(run_dir: Path) -> str:
-    last = Path(run_dir) / "checkpoints" / "last.pt"
-    if last.exists():
-        return f"The last checkpoint is intact: continue with `dlrun resume={run_dir}`."
-    return f"No checkpoint was written yet: `dlrun resume={run_dir}` starts it again."
+    if (Path(run_dir) / "checkpoints" / "last.pt").exists():
+        return f"The last checkpoint is intact: continue with `{continue_hint(run_dir)}`."
+    return f"No checkpoint was written yet: `{continue_hint(run_dir)}` starts it again."

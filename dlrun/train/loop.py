@@ -193,7 +193,7 @@ class SupervisedLoop(Loop):
             torch.cuda.synchronize()  # so epoch_time measures the work, not the queueing
         seconds = self._partial["seconds"] + time.perf_counter() - t0
         hits = 0.0
-        if self.task.classification:
+        if self.task.classification and rec["preds"] is not None:  # None: every step was skipped
             labels = split.y[order[:len(rec["preds"])].to(split.y.device)].to(self.device)
             hits = self.task.hits(rec["preds"], labels).sum().item()
         loss_sum, count, hits = self.strategy.sum([loss_sum, sum(rec["sizes"]), hits])  # over all ranks

@@ -103,8 +103,9 @@ def fit(job: Job) -> dict:
     cfg, run_dir, trainer = job.cfg, job.run_dir, job.trainer
     summary = {"status": "running", "model": cfg.model.name, **job.header(), "run_dir": str(run_dir),
                "params": count_params(job.model)}
-    if distributed.current() is not None:
-        summary.update(processes=distributed.current().world, strategy=cfg.trainer.strategy)
+    group = distributed.environment()
+    if group is not None:
+        summary.update(processes=group.world, strategy=cfg.trainer.strategy)
     if job.resumed:
         summary["resume_changes"] = {k: {"from": a, "to": b} for k, (a, b) in job.resumed.items()}
     try:
@@ -184,9 +185,9 @@ def rank_worker(cfg: dict, run_dir: str, overrides: list[str], sweep_job: bool) 
     try:
         summary, history = train(OmegaConf.create(cfg), Path(run_dir), overrides=overrides, sweep_job=sweep_job)
     except DlrunError as exc:
-        distributed.leave()
         return {"error": str(exc), "exit_code": exc.exit_code}
-    distributed.leave()
+    finally:
+        distributed.leave()
     if summary["status"] == "interrupted":  # the launcher, stopping on a signal, reads summary.json, not this
         sys.stdout.flush()                  # value, and would wait for it to be read (30 s) before a kill
         sys.stderr.flush()
