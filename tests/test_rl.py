@@ -189,3 +189,23 @@ def test_a_checkpoint_between_two_episodes_restores_the_environments_generator(t
         second._env_step()
         assert torch.equal(first.obs if first.obs is not None else torch.zeros(1),
                            second.obs if second.obs is not None else torch.zeros(1))
+
+
+def test_an_atari_smoke_run_with_the_nature_cnn(tmp_path):
+    """Pong through ale-py (ROMs in its wheel): gymnasium's Atari preprocessing, 4 stacked 84x84 frames kept uint8
+    in the replay buffer, the Nature-DQN network; a few hundred steps, updates after the first hundred."""
+    pytest.importorskip("ale_py", reason="ale-py is not installed (pip install '.[atari]')")
+    pytest.importorskip("cv2", reason="opencv-python-headless is not installed (pip install '.[atari]')")
+    proc = run_dlrun("experiment=dqn_pong", "device=cpu", "trainer.epochs=1", "trainer.steps_per_epoch=300",
+                     "model.buffer_size=1000", "model.learning_starts=100", "trainer.eval_episodes=1",
+                     "env.test_episodes=1", "env.max_episode_steps=400", "logger=quiet", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary, row = read_json(tmp_path / "summary.json"), read_jsonl(tmp_path / "metrics.jsonl")[-1]
+    # Nature DQN (Mnih et al. 2015) for Pong's 6 actions: 32 8x8/4, 64 4x4/2, 64 3x3/1 convolutions, 512, 6
+    conv = (4 * 64 * 32 + 32) + (32 * 16 * 64 + 64) + (64 * 9 * 64 + 64)
+    assert summary["params"] == conv + (64 * 7 * 7 * 512 + 512) + (512 * 6 + 6)
+    assert summary["env"] == "ALE/Pong-v5" and row["env_steps"] == 300
+    assert row["step"] == (300 - 100) // 4 and np.isfinite(row["train_loss"])  # an update every 4 steps after 100
+    assert -21 <= summary["test_return_mean"] <= 21
+    replay = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["replay"]
+    assert replay["obs"].dtype == torch.uint8 and tuple(replay["obs"].shape) == (300, 4, 84, 84)

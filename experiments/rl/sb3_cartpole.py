@@ -4,7 +4,10 @@ separate, throwaway environment (stable-baselines3 is never a dlrun dependency),
     python -m venv /tmp/sb3 && /tmp/sb3/bin/pip install stable-baselines3 'gymnasium[classic-control]'
     OMP_NUM_THREADS=1 /tmp/sb3/bin/python experiments/rl/sb3_cartpole.py 0 1 2
 Each seed: 50,000 steps of training with an EvalCallback (10 greedy episodes every 1,000 steps, the best model
-kept: what dlrun's best.pt does), then 100 greedy episodes (seeds 3_000_000 + i) of the final and of the best model."""
+kept: what dlrun's best.pt does), then 100 greedy episodes (seeds 3_000_000 + i) of the final and of the best model.
+The last line per seed is JSON for experiments/rl/side_by_side.py: the first evaluation's step with a mean >= 475
+("solved") and the training time without the evaluations (timed apart)."""
+import json
 import tempfile
 import sys
 import time
@@ -34,12 +37,26 @@ def greedy_returns(model, episodes: int = 100, seed: int = 3_000_000) -> list[fl
     return out
 
 
+class TimedEval(EvalCallback):
+    """EvalCallback that also counts the seconds its evaluations take, so training time can be told apart."""
+
+    eval_seconds = 0.0
+
+    def _on_step(self) -> bool:
+        t0 = time.perf_counter()
+        try:
+            return super()._on_step()
+        finally:
+            self.eval_seconds += time.perf_counter() - t0
+
+
 for seed in map(int, sys.argv[1:] or ["0"]):
     t0 = time.perf_counter()
     folder = tempfile.mkdtemp()
     eval_env = gym.make("CartPole-v1")
     eval_env.reset(seed=1_000_000 + seed)
-    callback = EvalCallback(eval_env, n_eval_episodes=10, eval_freq=1000, best_model_save_path=folder, verbose=0)
+    callback = TimedEval(eval_env, n_eval_episodes=10, eval_freq=1000, best_model_save_path=folder, log_path=folder,
+                         verbose=0)
     model = DQN("MlpPolicy", gym.make("CartPole-v1"), seed=seed, device="cpu", **ZOO).learn(50_000, callback=callback)
     train_s = time.perf_counter() - t0
     final = greedy_returns(model)
@@ -47,3 +64,7 @@ for seed in map(int, sys.argv[1:] or ["0"]):
     print(f"sb3 seed {seed}: 100 greedy episodes: final model mean {np.mean(final):.1f} (min {min(final):g}), "
           f"best model (eval {callback.best_mean_reward:.1f}) mean {np.mean(best):.1f} (min {min(best):g}); "
           f"training {train_s:.0f} s", flush=True)
+    solved = [int(t) for t, r in zip(callback.evaluations_timesteps, callback.evaluations_results) if np.mean(r) >= 475]
+    print(json.dumps({"seed": seed, "solved_at": solved[0] if solved else None, "train_s": train_s - callback.eval_seconds,
+                      "eval_s": callback.eval_seconds, "final_mean": float(np.mean(final)),
+                      "best_mean": float(np.mean(best))}), flush=True)
