@@ -206,6 +206,21 @@ def test_predict_translates_text(dates_run, capsys):
     assert code == 2 and "--text" in out
 
 
+def test_export_says_why_a_search_loop_is_not_a_graph(dates_run, capsys):
+    """The model declares it (Model.not_a_graph): one line per graph format, before any exporter runs; the weights
+    still export. A trace would have fixed the number of decoding steps to the example's."""
+    from dlrun.cli.export import export_command
+
+    before = sorted(p.name for p in dates_run.iterdir())
+    for fmt in ("onnx", "torchscript", "pt2"):
+        code, out = run_command_inprocess(export_command, [str(dates_run), "--format", fmt], capsys)
+        assert code == 2 and f"model=seq2seq cannot be exported as {fmt}: its forward decodes with greedy or beam " \
+            "search" in out and out.strip().count("\n") == 0, out
+    assert sorted(p.name for p in dates_run.iterdir()) == before  # nothing written
+    code, out = run_command_inprocess(export_command, [str(dates_run), "--format", "safetensors"], capsys)
+    assert code == 0 and (dates_run / "model.safetensors").stat().st_size > 100_000
+
+
 def test_short_reversal_is_learned(tmp_path):
     """Seeds 0 to 4 reach 0.975 to 1.0 exact match (about 5 s each)."""
     s = dlrun.run([*FAST, "dataset.source=reverse", "dataset.length=6", "dataset.n_samples=2000", "trainer.epochs=6",

@@ -15,6 +15,7 @@ the trainer and the tasks read them through the functions below (`isinstance`, n
 | `reads_features` | class attribute | the builder takes `features`, the dataset's named column groups (graph) |
 | `summary_rows(input_shape)` | method | `dlrun summary`'s table as (node, inputs, output shape, parameters) rows (graph) |
 | `output` | class attribute | what forward gives per input, checked against `Task.model_output`: "vector", "pixels" (unet), "grid" (yolov1) |
+| `not_a_graph` | class attribute | why forward cannot be exported as a graph (ONNX, TorchScript, pt2), or "" (seq2seq: a search loop) |
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class Model(nn.Module):
     can_sample: ClassVar[bool] = False
     reads_features: ClassVar[bool] = False  # the builder takes `features={group: [column indices]}`
     output: ClassVar[str] = "vector"  # per input: "vector" (scores or values) | "pixels" ((classes, H, W) scores) | "grid" (YOLO)
+    not_a_graph: ClassVar[str] = ""  # why `dlrun export` cannot write forward as a graph; "" if it can
     aux_loss: torch.Tensor | None = None  # set by forward when the model adds a term to the loss
 
     def __init_subclass__(cls, **kwargs):
@@ -94,6 +96,10 @@ def aux_loss(model: nn.Module) -> torch.Tensor | None:
 
 def embeddings(model: nn.Module) -> torch.Tensor | None:
     return model.embeddings() if isinstance(model, Model) else None
+
+
+def not_a_graph(model: nn.Module) -> str:
+    return model.not_a_graph if isinstance(model, Model) else ""
 
 
 def summary_rows(model: nn.Module, input_shape: tuple[int, ...], device="cpu") -> list[tuple] | None:

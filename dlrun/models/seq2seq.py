@@ -226,6 +226,8 @@ class Seq2Seq(Model):
     """Encoder-decoder: kind=transformer (Attention is all you need) or kind=rnn (LSTM/GRU, Luong/Bahdanau attention)."""
 
     takes_tokens = True
+    not_a_graph = ("its forward decodes with greedy or beam search, a loop that stops when every hypothesis has "
+                   "ended (</s>), so a traced graph would fix the number of steps to the example's")
 
     def __init__(self, input_shape: Sequence[int], num_outputs: int, vocab_size: int | None = None,
                  kind: str = "transformer", d_model: int = 128, heads: int = 4, layers: int = 2, ff: int = 256,

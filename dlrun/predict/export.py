@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from torch import nn
 import dlrun
 from dlrun.data.normalise import Normalise
 from dlrun.errors import DlrunError
+from dlrun.models.base import not_a_graph
 from dlrun.train.checkpoint import atomic_write, save_safetensors
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2", "safetensors": ".safetensors"}
@@ -54,6 +56,9 @@ def export(predictor, fmt: str, out: Path) -> Path:
     meta, x = metadata(predictor), example_input(predictor)
     writers = {"onnx": export_onnx, "torchscript": export_torchscript, "pt2": export_pt2,
                "safetensors": export_safetensors}
+    if fmt != "safetensors" and not_a_graph(predictor.model):
+        raise DlrunError(f"model={meta['model']} cannot be exported as {fmt}: {not_a_graph(predictor.model)}. Export "
+                         "its weights with --format safetensors.")
     if fmt != "safetensors" and not deterministic(module, x):
         raise DlrunError(f"model={meta['model']} cannot be exported as {fmt}: its forward draws random numbers (two "
                          "calls on the same input differ), so a graph of it could not be checked against it. Export "
@@ -66,11 +71,19 @@ def export(predictor, fmt: str, out: Path) -> Path:
         out.unlink(missing_ok=True)  # nothing half-checked is left behind
         if isinstance(exc, DlrunError):
             raise
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         others = ", ".join(f for f in FORMATS if f != fmt)
-        raise DlrunError(f"model={meta['model']} cannot be exported as {fmt}: {type(exc).__name__}: "
-                         f"{lines[0][:300] if lines else ''}. Try another format ({others}).") from None
+        raise DlrunError(f"model={meta['model']} cannot be exported as {fmt}: {first_line(exc)}. Try another "
+                         f"format ({others}).") from None
     return out
+
+
+def first_line(exc: BaseException) -> str:
+    """The root cause of an exporter's error as "Type: its first line", without terminal colours (torch.onnx
+    wraps torch.export's error in a page of advice)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}".rstrip(": ")
 
 
 @torch.no_grad()
@@ -113,7 +126,14 @@ def check_onnx(path: Path, module: nn.Module, x: torch.Tensor, atol: float = 1e-
 
 
 def export_torchscript(module: nn.Module, x: torch.Tensor, meta: dict, out: Path) -> None:
+    """A trace, checked like ONNX: on `x` and on a batch of another size it must give the module's outputs (a
+    trace fixes whatever a data-dependent branch did on the example)."""
     traced = torch.jit.trace(module, (x,), check_trace=False)
+    for batch in (x, torch.cat([x, x, x])[:3]):
+        got, want = traced(batch).float(), module(batch).float()
+        if got.shape != want.shape or not torch.allclose(got, want, atol=1e-5, rtol=1e-4):
+            raise DlrunError("the traced TorchScript does not reproduce the model on a batch of another size; "
+                             "nothing was written.")
     buf = io.BytesIO()
     torch.jit.save(traced, buf, _extra_files={"dlrun.json": json.dumps(meta)})
     _bytes_to(out, buf.getvalue())
