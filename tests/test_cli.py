@@ -127,6 +127,24 @@ def test_a_successful_run_runs_exit_handlers_and_skips_module_teardown(tmp_path)
     assert (tmp_path / "atexit_dlrun").exists() and (tmp_path / "teardown_dlrun").exists()
 
 
+def test_a_default_run_imports_only_what_it_uses(tmp_path):
+    """Every task and model module is imported to fill the registries; the libraries only some of them use
+    (torchvision: 1-3 s, torchmetrics, gymnasium, sacrebleu, onnx) must wait until a run needs them."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import atexit, pathlib, sys\n"
+        "def at_exit():\n"
+        "    if pathlib.Path(sys.argv[0]).name == 'dlrun':\n"
+        f"        pathlib.Path({str(tmp_path / 'modules.txt')!r}).write_text(' '.join(sorted(sys.modules)))\n"
+        "atexit.register(at_exit)\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    proc = run_dlrun("logger=quiet", "trainer.epochs=1", f"hydra.run.dir={tmp_path / 'run'}", env=env)
+    assert proc.returncode == 0, proc.stderr
+    loaded = {name.split(".")[0] for name in (tmp_path / "modules.txt").read_text().split()}
+    assert "torch" in loaded and "dlrun" in loaded
+    assert not loaded & {"torchvision", "torchmetrics", "gymnasium", "sacrebleu", "onnx", "onnxruntime",
+                         "matplotlib"}, loaded & {"torchvision", "torchmetrics", "gymnasium", "sacrebleu", "onnx"}
+
+
 def test_shell_completion_answers_without_torch():
     """Hydra's bash completion (`eval "$(dlrun -sc install=bash)"`) runs dlrun on every Tab press."""
     assert "hydra_bash_completion" in run_dlrun("-sc", "install=bash").stdout

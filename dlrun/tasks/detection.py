@@ -8,6 +8,9 @@ The model's output is the grid described in dlrun/models/yolo.py: (batch, S, S, 
 cell), sqrt(w), sqrt(h) (of the image), confidence; then C class probabilities per cell. An exported model
 (`dlrun export`) gives this raw grid: decoding (thresholds, non-maximum suppression) stays outside the graph,
 in `Detection.decode` (or the consumer's own code), so the graph is a plain convolutional net any runtime runs.
+
+torchvision.ops is imported where it is used: every task module is imported to fill the task registry, and
+importing torchvision (1 to 3 s here) would otherwise delay every run's first step, detection or not.
 """
 from __future__ import annotations
 
@@ -15,7 +18,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.ops import batched_nms, box_convert
 
 from dlrun.errors import DlrunError
 from dlrun.tasks.base import Artifacts, Task, per_input_paths, register_task
@@ -37,6 +39,8 @@ def split_grid(out: torch.Tensor, classes: int) -> tuple[torch.Tensor, torch.Ten
 def grid_boxes(xy_sqrt_wh: torch.Tensor) -> torch.Tensor:
     """Boxes as the grid holds them, (batch, S, S, [B,] 4): x, y in their cell, sqrt(w), sqrt(h), -> [x1, y1, x2, y2]
     as fractions of the image."""
+    from torchvision.ops import box_convert
+
     s = xy_sqrt_wh.shape[1]
     rows = torch.arange(s, device=xy_sqrt_wh.device, dtype=xy_sqrt_wh.dtype).view(1, s, 1, *[1] * (xy_sqrt_wh.dim() - 4))
     cols = rows.transpose(1, 2)
@@ -117,6 +121,8 @@ def detect(out: torch.Tensor, classes: int, size: tuple[int, int], conf_threshol
     (its confidence times the cell's class probability, the paper's test-time score) over `conf_threshold`, for
     its best class (`every_class`: for each class, a hypothesis each, as COCO-style evaluation ranks them), then
     torchvision's per-class non-maximum suppression at `iou_threshold`, the best `max_detections` kept."""
+    from torchvision.ops import batched_nms
+
     boxes, probs = split_grid(out.float(), classes)
     height, width = size
     limits = torch.tensor([width, height, width, height], dtype=torch.float32, device=out.device)
@@ -135,6 +141,8 @@ def detect(out: torch.Tensor, classes: int, size: tuple[int, int], conf_threshol
 
 def true_boxes(target: torch.Tensor, size: tuple[int, int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per image (boxes [x1, y1, x2, y2] in pixels, class indices) from its [class, cx, cy, w, h] rows, padding left out."""
+    from torchvision.ops import box_convert
+
     height, width = size
     scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=target.device)
     rows = [t[t[:, 0] >= 0].float() for t in target]
@@ -217,6 +225,8 @@ class Detection(Task):
     def write_files(self, out: torch.Tensor, names: list[str], folder: Path) -> list[Path]:
         """NAME.txt per input in `folder`, YOLO's label format with the score added: a line `class cx cy w h score`
         per detection (class index; centre and size as fractions of the image), as `decode` finds them."""
+        from torchvision.ops import box_convert
+
         height, width = self.size
         scale = torch.tensor([width, height, width, height], dtype=torch.float32)
         paths = per_input_paths(names, folder, ".txt")
