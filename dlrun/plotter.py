@@ -148,9 +148,18 @@ def class_colours(k: int):
     return [(0.0, 0.0, 0.0)] + [cmap(i % cmap.N)[:3] for i in range(k - 1)]
 
 
+def show_image(ax, image: list) -> None:
+    """A (channels, H, W) image scaled to 0..1 on `ax`: grey for one channel, colour for three."""
+    import numpy as np
+
+    img = np.asarray(image, dtype=float).transpose(1, 2, 0)
+    img = (img - img.min()) / max(img.max() - img.min(), 1e-12)
+    ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray")
+
+
 def masks_figure(images: list, true: list, pred: list, classes: list[str], title: str = ""):
-    """Three rows: grey images (H x W nested lists), their true masks and the predicted ones (class ids), coloured
-    by class with a legend of the classes that appear."""
+    """Three rows: images ((channels, H, W) nested lists), their true masks and the predicted ones (class ids),
+    coloured by class with a legend of the classes that appear."""
     import numpy as np
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
@@ -170,7 +179,7 @@ def masks_figure(images: list, true: list, pred: list, classes: list[str], title
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.imshow(np.asarray(row[c], dtype=float), cmap="gray")
+                show_image(ax, row[c])
             else:
                 ax.imshow(np.asarray(row[c]), cmap=cmap, vmin=-0.5, vmax=k - 0.5, interpolation="nearest")
         axes[r][0].set_ylabel(label, fontsize=8)
@@ -188,7 +197,6 @@ def draw_masks(images: list, true: list, pred: list, classes: list[str], path: s
 def boxes_figure(images: list, true: list, pred: list, title: str = ""):
     """Images ((C, H, W) nested lists) with boxes, 8 a row: each image's `true` boxes in green and `pred` boxes in
     red, each box [x1, y1, x2, y2, label] in pixels, the label written above it."""
-    import numpy as np
     from matplotlib.patches import Rectangle
 
     plt = pyplot()
@@ -205,9 +213,7 @@ def boxes_figure(images: list, true: list, pred: list, title: str = ""):
         if i >= n:
             ax.axis("off")
             continue
-        img = np.asarray(images[i], dtype=float).transpose(1, 2, 0)
-        img = (img - img.min()) / max(img.max() - img.min(), 1e-12)
-        ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray")
+        show_image(ax, images[i])
         for boxes, colour, place in ((true[i], "lime", "bottom"), (pred[i], "red", "top")):
             for x1, y1, x2, y2, label in boxes:
                 ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, edgecolor=colour,

@@ -51,6 +51,21 @@ def test_yolo_loss_equals_the_paper_computed_by_hand():
     assert plain == pytest.approx((1 - 0.3) ** 2)
 
 
+def test_each_box_goes_to_the_cell_of_its_centre_and_the_first_one_keeps_a_shared_cell():
+    from dlrun.tasks.detection import assign_to_cells
+
+    target = torch.tensor([[[2, 0.30, 0.70, 0.2, 0.4],    # centre in row 1, column 0 of a 2x2 grid
+                            [1, 0.90, 0.10, 0.1, 0.1],    # row 0, column 1
+                            [0, 0.40, 0.90, 0.5, 0.5],    # row 1, column 0 again: the first object keeps it
+                            [-1, 0.0, 0.0, 0.0, 0.0]]])   # padding
+    obj, box, one_hot = assign_to_cells(target, 2, 3)
+    assert obj.tolist() == [[[False, True], [True, False]]]
+    assert box[0, 1, 0].tolist() == pytest.approx([0.6, 0.4, 0.2, 0.4])  # x, y within the cell: 0.3*2, 0.7*2 - 1
+    assert box[0, 0, 1].tolist() == pytest.approx([0.8, 0.2, 0.1, 0.1])
+    assert one_hot[0, 1, 0].tolist() == [0, 0, 1] and one_hot[0, 0, 1].tolist() == [0, 1, 0]
+    assert box[0, 0, 0].abs().sum() == 0 and one_hot[0, 1, 1].sum() == 0
+
+
 def test_the_loss_trains_the_responsible_box_towards_the_truth():
     torch.manual_seed(0)
     logits = torch.zeros(1, 2, 2, 12, requires_grad=True)

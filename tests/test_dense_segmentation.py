@@ -241,3 +241,22 @@ def test_dense_folder_bad_input_is_one_line_naming_the_file(tmp_path, monkeypatc
     assert len([line for line in out.splitlines() if line.startswith("error:")]) == 1
     with pytest.raises(DlrunError, match="dense_folder reads images/ with masks/"):
         dense_folder(str(tmp_path / "images"))
+
+
+def test_masks_png_draws_colour_images_in_colour(tmp_path):
+    """Images arrive as (channels, H, W): a red square stays red in the figure, a grey one stays grey."""
+    from PIL import Image
+
+    from dlrun.plotter import draw_masks
+
+    red = np.zeros((3, 8, 8))
+    red[0, 2:6, 2:6] = 1.0
+    grey = red[:1]
+    mask = np.zeros((8, 8), dtype=int)
+    mask[2:6, 2:6] = 1
+    for name, image in (("rgb", red), ("grey", grey)):
+        draw_masks([image.tolist()], [mask.tolist()], [mask.tolist()], ["background", "square"], tmp_path / f"{name}.png")
+    rgb, grey_png = (np.asarray(Image.open(tmp_path / f"{n}.png").convert("RGB")).astype(int) for n in ("rgb", "grey"))
+    redness = lambda px: (px[..., 0] - px[..., 1:].max(-1))  # noqa: E731
+    assert (redness(rgb) > 200).sum() > 100   # the square, drawn red
+    assert (redness(grey_png) > 200).sum() < (redness(rgb) > 200).sum() / 4  # grey: no such red area

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from dlrun.data.augment import IMAGE_ONLY, parse_augment
-from dlrun.data.bundle import DataBundle, Split, standardise_stats, stratified_split
+from dlrun.data.bundle import DataBundle, Split, standardise_stats
 from dlrun.errors import DlrunError
 from dlrun.registry import register_dataset
 
@@ -43,13 +43,11 @@ def source_items(source: str, val_split: float, test_split: float, seed: int, cl
 def all_items(source: str, val_split: float, test_split: float, seed: int):
     """Every item of the source, split: (items per split, labels per split, class names)."""
     if source == "digits":
-        from dlrun.data.digits import _load_digits
+        from dlrun.data.digits import digits
 
-        pixels, labels = _load_digits()
-        items = torch.as_tensor(pixels, dtype=torch.float32).view(-1, 8, 8) / 16.0
-        y = torch.as_tensor(labels, dtype=torch.long)
-        parts = stratified_split(y, [1 - val_split - test_split, val_split, test_split], seed)
-        return [items[p].numpy() for p in parts], [y[p].numpy() for p in parts], [str(i) for i in range(10)]
+        data = digits(val_split=val_split, test_split=test_split, split_seed=seed)
+        splits = (data.train, data.val, data.test)
+        return [s.x[:, 0].float().numpy() / 16.0 for s in splits], [s.y.numpy() for s in splits], list(data.classes)
     if source == "fashion_mnist":
         from dlrun.data.vision import FASHION_CLASSES, fashion_mnist
 

@@ -60,20 +60,19 @@ def paired_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def assign_to_cells(target: torch.Tensor, s: int, classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Each true box to the cell holding its centre: (object (batch, S, S) bool, box (batch, S, S, 4) as x, y in the
     cell and w, h of the image, one-hot class (batch, S, S, C)). Two centres in one cell: the first object (in row
-    order) is that cell's, as YOLO v1 predicts one set of class probabilities per cell."""
-    n = len(target)
-    obj = torch.zeros(n, s, s, dtype=torch.bool, device=target.device)
-    box = torch.zeros(n, s, s, 4, dtype=torch.float32, device=target.device)
-    one_hot = torch.zeros(n, s, s, classes, dtype=torch.float32, device=target.device)
+    order) is that cell's, as YOLO v1 predicts one set of class probabilities per cell. Dense tensor operations
+    only (no per-object loop, no boolean indexing), so a GPU never waits for the host here."""
+    n, m = target.shape[:2]
     target = target.float()
-    for m in reversed(range(target.shape[1])):  # the last written wins: the first object
-        t = target[:, m]
-        k = (t[:, 0] >= 0).nonzero().flatten()
-        t = t[k]
-        col, row = ((t[:, 1:3] * s).floor().long().clamp(0, s - 1)).unbind(-1)
-        obj[k, row, col] = True
-        box[k, row, col] = torch.stack([t[:, 1] * s - col, t[:, 2] * s - row, t[:, 3], t[:, 4]], dim=-1)
-        one_hot[k, row, col] = nn.functional.one_hot(t[:, 0].long().clamp(0, classes - 1), classes).float()
+    valid = target[..., 0] >= 0  # (batch, M); padding rows have class -1
+    col, row = (target[..., 1:3] * s).floor().long().clamp(0, s - 1).unbind(-1)
+    in_cell = nn.functional.one_hot(row * s + col, s * s) * valid.unsqueeze(-1)  # (batch, M, S*S)
+    owner = (in_cell * (in_cell.cumsum(dim=1) == 1)).float()  # the first object whose centre is in the cell
+    where = torch.stack([target[..., 1] * s - col, target[..., 2] * s - row, target[..., 3], target[..., 4]], dim=-1)
+    label = nn.functional.one_hot(target[..., 0].long().clamp(0, classes - 1), classes).float()
+    obj = owner.sum(dim=1).bool().view(n, s, s)
+    box = torch.einsum("bmc,bmk->bck", owner, where).view(n, s, s, 4)
+    one_hot = torch.einsum("bmc,bmk->bck", owner, label).view(n, s, s, classes)
     return obj, box, one_hot
 
 

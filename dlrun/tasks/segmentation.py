@@ -109,7 +109,7 @@ class Segmentation(Task):
     def artifacts(self, a: Artifacts, summary: dict) -> None:
         """masks.png: the first test images, their true masks and the predicted ones, coloured by class."""
         out = torch.cat([o for o, _ in a.outputs])[:SHOWN]
-        images = a.data.test.x[:SHOWN, 0].float().cpu()
+        images = a.data.test.x[:SHOWN].float().cpu()  # (N, channels, H, W): grey or colour
         true, pred = a.data.test.y[:SHOWN].cpu(), self.predict(out).cpu()
         a.plotter.masks(images.tolist(), true.tolist(), pred.tolist(), a.data.classes, a.run_dir / "masks.png",
                         f"{a.title}: test masks")
