@@ -2,7 +2,8 @@
 the time from the process's start to its first optimizer step, and its peak resident memory.
 
 Both sides run the same case (data, model, Adam) in a fresh Python, taking turns, the order flipped each
-repetition. A tiny wrapper registers torch's global optimizer pre-step hook (measuring only) to note the seconds since the
+repetition, after one uncounted warm-up run of each (bytecode compiled and cached, as on a user's machine after
+the first run: PYTHONDONTWRITEBYTECODE is dropped from the children's environment). A tiny wrapper registers torch's global optimizer pre-step hook (measuring only) to note the seconds since the
 process started at the first step; peak RSS is the child's `ru_maxrss`. Ratio = dlrun / plain.
 
     .venv/bin/python benchmarks/bench_fixed_costs.py --case digits --reps 5
@@ -62,6 +63,9 @@ def measure(cmd: list[str]) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         mark = Path(tmp) / "first_step"
         env = {**os.environ, "CI": "1", "OMP_NUM_THREADS": "1"}
+        # A user's Python keeps compiled bytecode (__pycache__); with PYTHONDONTWRITEBYTECODE set (as in some
+        # sandboxes) every module is compiled from source on every run: 0.27 s of dlrun's 100 modules here.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         proc = subprocess.run([sys.executable, "-c", first_step_wrapper(mark), *cmd], cwd=tmp, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if proc.returncode != 0:
@@ -77,9 +81,11 @@ def main() -> None:
     args = ap.parse_args()
     overrides, plain = CASES[args.case]
     results = {"dlrun": {"first_step_s": [], "peak_rss_mb": []}, "plain": {"first_step_s": [], "peak_rss_mb": []}}
+    sides = [("dlrun", ["dlrun", *overrides, "logger=quiet", "trainer.summary=false", "hydra.run.dir=run"]),
+             ("plain", [str(ROOT / "benchmarks" / "plain_loop.py"), *plain, "--out", "plain.pt"])]
+    for _, cmd in sides:  # a warm-up of each, not counted: bytecode written, files in the page cache
+        subprocess.run([sys.executable, __file__, "--one", json.dumps(cmd)], capture_output=True, check=True)
     for rep in range(args.reps):
-        sides = [("dlrun", ["dlrun", *overrides, "logger=quiet", "trainer.summary=false", "hydra.run.dir=run"]),
-                 ("plain", [str(ROOT / "benchmarks" / "plain_loop.py"), *plain, "--out", "plain.pt"])]
         for name, cmd in sides if rep % 2 == 0 else sides[::-1]:
             # ru_maxrss of RUSAGE_CHILDREN is a maximum over every child so far: measure each in its own process
             out = subprocess.run([sys.executable, __file__, "--one", json.dumps(cmd)], capture_output=True, text=True)

@@ -145,6 +145,28 @@ def test_a_default_run_imports_only_what_it_uses(tmp_path):
                          "matplotlib"}, loaded & {"torchvision", "torchmetrics", "gymnasium", "sacrebleu", "onnx"}
 
 
+def test_no_garbage_collection_while_a_run_starts_and_frozen_after(tmp_path):
+    """dlrun/train/startup.py: the collector is off while torch loads and the job is built, then every object
+    alive is frozen (out of the collector's sight) and collection resumes."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import gc, json, pathlib, sys, atexit\n"
+        "seen = {'during_start': 0, 'after': 0, 'frozen': 0}\n"
+        "def cb(phase, info):\n"
+        "    if phase != 'stop' or 'torch' not in sys.modules: return\n"
+        "    seen['frozen'] = max(seen['frozen'], gc.get_freeze_count())\n"  # unfrozen again at exit
+        "    seen['during_start' if seen['frozen'] == 0 else 'after'] += 1\n"
+        "gc.callbacks.append(cb)\n"
+        "def at_exit():\n"
+        "    if pathlib.Path(sys.argv[0]).name == 'dlrun':\n"
+        f"        pathlib.Path({str(tmp_path / 'gc.json')!r}).write_text(json.dumps(seen))\n"
+        "atexit.register(at_exit)\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    proc = run_dlrun("logger=quiet", "trainer.epochs=2", f"hydra.run.dir={tmp_path / 'run'}", env=env)
+    assert proc.returncode == 0, proc.stderr
+    seen = read_json(tmp_path / "gc.json")
+    assert seen["during_start"] == 0 and seen["after"] > 0 and seen["frozen"] > 100_000, seen
+
+
 def test_shell_completion_answers_without_torch():
     """Hydra's bash completion (`eval "$(dlrun -sc install=bash)"`) runs dlrun on every Tab press."""
     assert "hydra_bash_completion" in run_dlrun("-sc", "install=bash").stdout

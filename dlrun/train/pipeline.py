@@ -22,7 +22,7 @@ from dlrun.errors import DlrunError
 from dlrun.models.summary import count_params
 from dlrun.plotter import Plotter
 from dlrun.rl.build import AGENTS, build_env_job
-from dlrun.train import distributed, run_folder
+from dlrun.train import distributed, run_folder, startup
 from dlrun.train.build import Job, build
 from dlrun.train.checkpoint import atomic_write, load_checkpoint, save_safetensors
 from dlrun.train.device import resolve_device, seed_everything, versions
@@ -48,6 +48,7 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None, plotte
     if main:  # in a process group, rank 0 claims and writes the folder
         run_folder.claim(run_dir, new=cfg.resume is None)
     if cfg.trainer.devices > 1 and distributed.environment() is None:  # this process starts the group
+        startup.resume()
         return launch(cfg, run_dir, overrides or [], sweep_job)
     console = console if main and console else Console(quiet=not main)
     try:
@@ -56,6 +57,8 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None, plotte
     except BaseException:
         run_folder.close_log(run_dir) if sweep_job else run_folder.forget_unstarted(run_dir)
         raise
+    finally:
+        startup.resume()  # the command paused the garbage collector while torch loaded (dlrun/train/startup.py)
     try:
         summary = fit(job)
         if summary["status"] == "completed" and main:

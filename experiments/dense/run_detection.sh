@@ -3,6 +3,7 @@
 #   bash experiments/dense/run_detection.sh          both runs (about 10 minutes on a free core)
 #   bash experiments/dense/run_detection.sh one      one digit per canvas
 #   bash experiments/dense/run_detection.sh three    one to three digits per canvas
+#   bash experiments/dense/run_detection.sh fashion  one to three Fashion-MNIST items (Debian's dataset-fashion-mnist)
 # Results: experiments/dense/detection.md (numbers from each run's summary.json, written by hand).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,4 +17,8 @@ if [ "$what" = all ] || [ "$what" = one ]; then
 fi
 if [ "$what" = all ] || [ "$what" = three ]; then
   dl dataset.objects=3 trainer.epochs=25 optimizer.lr=0.002 hydra.run.dir=$out/detection_three_digits
+fi
+if [ "$what" = fashion ]; then
+  dl dataset.source=fashion_mnist dataset.objects=3 trainer.epochs=25 optimizer.lr=0.002 \
+    hydra.run.dir=$out/detection_three_fashion
 fi
