@@ -168,6 +168,14 @@ def test_a_short_run_finds_the_digits(trained):
     assert "test: mAP@0.5" in proc.stdout and (run / "boxes.png").stat().st_size > 10_000
 
 
+def test_report_ranks_by_map(trained, tmp_path):
+    run, _ = trained
+    assert read_json(run / "summary.json")["headline"] == "test_map_50"
+    proc = run_dlrun("report", str(run), "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "sorted by test_map_50" in proc.stdout and "test_map_50" in (tmp_path / "report.csv").read_text()
+
+
 def test_predict_on_the_test_split_equals_the_summary(trained):
     run, _ = trained
     proc = run_dlrun("predict", str(run), "--split", "test")

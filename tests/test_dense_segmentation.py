@@ -260,3 +260,20 @@ def test_masks_png_draws_colour_images_in_colour(tmp_path):
     redness = lambda px: (px[..., 0] - px[..., 1:].max(-1))  # noqa: E731
     assert (redness(rgb) > 200).sum() > 100   # the square, drawn red
     assert (redness(grey_png) > 200).sum() < (redness(rgb) > 200).sum() / 4  # grey: no such red area
+
+
+def test_a_sweep_and_its_report_show_mean_iou(tmp_path):
+    """The task's headline metric (Task.headline) heads the sweep's table and the report, not pixel accuracy."""
+    proc = run_dlrun("-m", "dataset=canvas", "dataset.size=32", "dataset.objects=2", "dataset.classes=[0,1,2]",
+                     "dataset.n_samples=200", "model=unet", "model.depth=2", "model.width=8", "trainer.epochs=1,2",
+                     "logger=quiet", "trainer.summary=false", f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    table = proc.stdout[proc.stdout.index("2 jobs"):]
+    assert "test_miou" in table and "test_accuracy" not in table
+    miou = [read_json(tmp_path / str(job) / "summary.json")["test_miou"] for job in (0, 1)]
+    report = run_dlrun("report", str(tmp_path))
+    assert report.returncode == 0 and "sorted by test_miou (desc)" in report.stdout, report.stdout + report.stderr
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "report.csv")))
+    assert float(rows[0]["test_miou"]) == pytest.approx(max(miou))  # the best mean IoU first

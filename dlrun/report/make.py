@@ -38,7 +38,9 @@ def report(dirs, metric_name: str | None = None, sort: str | None = None, top: i
     if top is not None and top < 1:
         raise DlrunError(f"--top {top}: give a positive number of rows")
     classification, explicit = any("test_accuracy" in r["summary"] for r in runs), metric_name is not None
-    metric_name = metric_name or ("test_accuracy" if classification else "val_loss")
+    headlines = {r["summary"].get("headline") for r in runs}  # the tasks' own test metric, when they agree
+    headline = headlines.pop() if len(headlines) == 1 else None
+    metric_name = metric_name or headline or ("test_accuracy" if classification else "val_loss")
     known = sorted({k for r in runs for k, v in r["summary"].items() if number(v) is not None}
                    | {k for r in runs for row in r["rows"] for k in row})
     if metric_name not in known and (known or explicit):

@@ -35,7 +35,7 @@ class EnvJob(Job):
 
     def score(self, summary: dict, plotter) -> None:
         loop, cfg = self.trainer.loop, self.cfg
-        summary.update(loop.score(cfg.seed), task="reinforcement_learning")
+        summary.update(loop.score(cfg.seed), task="reinforcement_learning", headline="test_return_mean")
         say = (lambda line: self.console.print(line, highlight=False, markup=False)) if cfg.logger.console else None
         write_artifacts(loop, self.trainer.history, self.run_dir, f"{cfg.model.name} on {cfg.env.id}", say)
 

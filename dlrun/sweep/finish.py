@@ -33,10 +33,12 @@ def sweep_dir_of_launch() -> Path | None:
 
 def _table_row(entry: dict, with_folder: bool) -> dict:
     """A ledger entry as a row of the final table: its best validation value and test metric under their
-    own names (best_val_loss, test_accuracy), epochs, wall time."""
+    own names (best_val_loss, and the task's headline test metric: test_miou, test_map_50, ..., else
+    test_accuracy or test_loss), epochs, wall time."""
     m = entry.get("metrics") or {}
     best = {k: v for k, v in m.items() if k.startswith("best_") and k != "best_epoch" and v is not None}
-    test = next(({k: m[k]} for k in ("test_accuracy", "test_loss") if m.get(k) is not None), {})
+    test = next(({k: m[k]} for k in (m.get("headline"), "test_accuracy", "test_loss") if k and m.get(k) is not None),
+                {})
     wall = entry.get("wall_time")
     return {"job": entry["job"], **({"folder": entry.get("dir", "")} if with_folder else {}),
             "status": entry["status"], **best, **test, "epochs": m.get("epochs"),

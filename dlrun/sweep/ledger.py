@@ -56,4 +56,6 @@ def final_metrics(summary: dict | None) -> dict:
     if summary.get("best_monitor"):
         out[f"best_{summary['best_monitor']}"] = _finite(summary.get("best_value"))
     out.update(epochs=summary.get("epochs_completed"), best_epoch=summary.get("best_epoch"))
+    if summary.get("headline"):  # the task's own test metric (test_miou, test_map_50, ...), shown first
+        out["headline"] = summary["headline"]
     return out

@@ -67,6 +67,7 @@ class Task:
     target_is_input: ClassVar[bool] = False  # the target is the (normalised) input, taken before augmentation
     weighs_classes: ClassVar[bool] = False  # takes trainer.class_weight (one weight per class in the loss)
     model_output: ClassVar[str] = "vector"  # what the model must give per input (dlrun.models.base.output_kind)
+    headline: ClassVar[str | None] = None  # the test metric sweeps and reports show first; None: test_accuracy or loss
 
     def __init__(self, loss_name: str, loss_fn: nn.Module, data: dict | None = None,
                  class_weight: list[float] | None = None):

@@ -165,6 +165,7 @@ class Detection(Task):
     """objects in an image: a class and a box each (YOLO v1 grid, non-maximum suppression, mAP)"""
 
     name, losses, model_output = "detection", ("yolo",), "grid"
+    headline = "test_map_50"
 
     def __init__(self, loss_name, loss_fn, data=None, class_weight=None):
         super().__init__(loss_name, loss_fn, data, class_weight)

@@ -55,6 +55,7 @@ class Segmentation(Task):
 
     name, losses, classification, weighs_classes = "segmentation", ("cross_entropy", "ce_dice"), True, True
     model_output = "pixels"
+    headline = "test_miou"
 
     @classmethod
     def make_loss(cls, name: str, options: dict, num_outputs: int) -> nn.Module:

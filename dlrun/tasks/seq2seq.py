@@ -43,6 +43,7 @@ class Seq2Seq(Task):
     """a target sequence for a source sequence (softmax per step; greedy or beam search to translate)"""
 
     name, losses, classification = "seq2seq", ("cross_entropy",), True
+    headline = "test_exact_match"
 
     def __init__(self, loss_name, loss_fn, data=None, class_weight=None):
         super().__init__(loss_name, loss_fn, data, class_weight)

@@ -60,6 +60,8 @@ class Job:
         cfg, data, task = self.cfg, self.data, self.task
         metrics, extra, outputs = self.trainer.loop.score(data.test, cfg.seed)
         summary.update({f"test_{k}": v for k, v in metrics.items()}, task=task.name, loss=task.loss_name, **extra)
+        if task.headline:
+            summary["headline"] = task.headline
         say = (lambda line: self.console.print(line, highlight=False, markup=False)) if cfg.logger.console else _quiet
         task.write_artifacts(Artifacts(self.model, data, outputs, self.run_dir, plotter,
                                        f"{cfg.model.name} on {cfg.dataset.name}", cfg.seed, say), summary)
