@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -136,3 +141,65 @@ def interrupt_after(args: list[str], run_dir: Path, rows: int, sig: int, env: di
         time.sleep(0.01)
     proc.communicate(timeout=120)
     return proc.returncode
+
+
+class Server:
+    """`dlrun serve ARGS --port 0` as a subprocess; the port is read from its first line."""
+
+    def __init__(self, *args: str):
+        env = {**os.environ, "CI": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+        self.proc = subprocess.Popen([str(DLRUN), "serve", *args, "--port", "0"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        first = self.proc.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)", first)
+        assert match, first + self.proc.stderr.read()
+        self.port = int(match.group(1))
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.proc.stderr.read()
+            try:
+                if self.get("/health")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("the server never became ready")
+
+    def request(self, method: str, path: str, body=None, raw: bytes | None = None):
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                status, text = resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            status, text = exc.code, exc.read().decode()
+        return status, (json.loads(text) if text.startswith(("{", "[")) else text)
+
+    def get(self, path: str):
+        return self.request("GET", path)
+
+    def post(self, path: str, body=None, raw: bytes | None = None):
+        return self.request("POST", path, body, raw)
+
+    def metric(self, name: str, **labels) -> float:
+        """One series of /metrics (0 when absent)."""
+        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        for line in self.get("/metrics")[1].splitlines():
+            if line.startswith(name + "{"):
+                series, value = line.rsplit(" ", 1)
+                if ",".join(sorted(series[len(name) + 1:-1].split(","))) == want:
+                    return float(value)
+        return 0.0
+
+    def stop(self) -> tuple[int, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        return self.proc.returncode, out + err

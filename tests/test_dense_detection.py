@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from conftest import assert_clean_error, assert_config_mistake, read_json, read_jsonl, run_dlrun
+from conftest import Server, assert_clean_error, assert_config_mistake, read_json, read_jsonl, run_dlrun
 from dlrun.errors import DlrunError
 from dlrun.registry import create_model
 from dlrun.tasks.detection import YoloLoss, detect, mean_average_precision, true_boxes
@@ -183,6 +183,40 @@ def test_predict_on_the_test_split_equals_the_summary(trained):
     summary = read_json(run / "summary.json")
     for key in ("test_loss", "test_map_50", "test_map"):
         assert f"{key}: {summary[key]:.6g}" in proc.stdout
+
+
+def test_served_boxes_are_predicts(trained):
+    """`dlrun serve` answers base64 PNG canvases with the boxes, classes and scores `dlrun predict` finds."""
+    import base64
+    import io
+
+    import dlrun
+    from PIL import Image
+
+    from dlrun.data.canvas import canvas
+
+    run, _ = trained
+    images = canvas(objects=1, n_samples=40, seed=7).test.x[:4, 0].numpy()
+    encoded = []
+    for x in images:
+        buf = io.BytesIO()
+        Image.fromarray(x).save(buf, "PNG")
+        encoded.append(base64.b64encode(buf.getvalue()).decode())
+    expected = dlrun.load(run).predict(images[:, None])
+    srv = Server(f"yolo={run}")
+    try:
+        srv.wait_ready()
+        status, answer = srv.post("/v1/models/yolo/predict", {"inputs": encoded})
+        assert status == 200, answer
+        got = answer["predictions"]
+        assert [[b["class"] for b in p["boxes"]] for p in got] == [[b["class"] for b in p["boxes"]] for p in expected]
+        for p, e in zip(got, expected):
+            for b, eb in zip(p["boxes"], e["boxes"]):
+                assert b["box"] == pytest.approx(eb["box"], abs=0.011) and b["score"] == pytest.approx(eb["score"], abs=1e-5)
+        assert sum(len(p["boxes"]) for p in got) >= 3  # a trained detector finds most of the four digits
+    finally:
+        code, out = srv.stop()
+    assert code == 0, out
 
 
 def test_predict_on_png_files_writes_boxes_and_yolo_labels(trained, tmp_path):

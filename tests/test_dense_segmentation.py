@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import dlrun
-from conftest import FASHION, assert_clean_error, read_json, run_dlrun, run_main_inprocess
+from conftest import FASHION, Server, assert_clean_error, read_json, run_dlrun, run_main_inprocess
 from dlrun.data.canvas import canvas, paint, source_items, tight_box
 from dlrun.data.dense_folder import dense_folder
 from dlrun.errors import DlrunError
@@ -147,6 +147,34 @@ def test_predict_on_png_files_writes_a_mask_per_image(trained, tmp_path):
     assert masks.max() <= 3  # class ids as pixel values
     assert (masks == data.test.y).double().mean().item() == pytest.approx(summary["test_pixel_accuracy"], abs=1e-6)
     assert "pixels" in out.read_text().splitlines()[0]
+
+
+def test_served_masks_are_predicts(trained):
+    """`dlrun serve` answers base64 PNG canvases with the masks `dlrun predict` gives (and their pixel counts)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    run, _ = trained
+    images = canvas(**CANVAS).test.x[:4, 0].numpy()
+    encoded = []
+    for x in images:
+        buf = io.BytesIO()
+        Image.fromarray(x).save(buf, "PNG")
+        encoded.append(base64.b64encode(buf.getvalue()).decode())
+    expected = dlrun.load(run).predict(images[:, None])
+    srv = Server(f"unet={run}")
+    try:
+        srv.wait_ready()
+        status, answer = srv.post("/v1/models/unet/predict", {"inputs": encoded})
+        assert status == 200, answer
+        assert [p["mask"] for p in answer["predictions"]] == [p["mask"] for p in expected]
+        assert [p["pixels"] for p in answer["predictions"]] == [p["pixels"] for p in expected]
+        assert len({str(p["mask"]) for p in expected}) > 1  # four different canvases, four different masks
+    finally:
+        code, out = srv.stop()
+    assert code == 0, out
 
 
 def test_a_trained_unet_exports_to_onnx(trained, tmp_path):
