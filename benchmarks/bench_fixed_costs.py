@@ -3,8 +3,9 @@ the time from the process's start to its first optimizer step, and its peak resi
 
 Both sides run the same case (data, model, Adam) in a fresh Python, taking turns, the order flipped each
 repetition, after one uncounted warm-up run of each (bytecode compiled and cached, as on a user's machine after
-the first run: PYTHONDONTWRITEBYTECODE is dropped from the children's environment). A tiny wrapper registers torch's global optimizer pre-step hook (measuring only) to note the seconds since the
-process started at the first step; peak RSS is the child's `ru_maxrss`. Ratio = dlrun / plain.
+the first run: PYTHONDONTWRITEBYTECODE is dropped from the children's environment). A tiny wrapper registers
+torch's global optimizer pre-step hook (measuring only) when the program imports torch.optim, to note the seconds
+since the process started at the first step; peak RSS is the child's `ru_maxrss`. Ratio = dlrun / plain.
 
     .venv/bin/python benchmarks/bench_fixed_costs.py --case digits --reps 5
     .venv/bin/python benchmarks/bench_fixed_costs.py --case fashion --reps 3 --out /tmp/fixed.json
@@ -32,21 +33,33 @@ CASES = {  # name: (dlrun overrides, plain_loop.py arguments)
 
 def first_step_wrapper(mark: Path) -> str:
     """Python source that runs the real program (argv[1:]) and writes, at the first optimizer step, the seconds
-    since this process started (from /proc/self/stat) to `mark`."""
+    since this process started (from /proc/self/stat) to `mark`. The hook is registered when the program itself
+    imports torch.optim (a finder wraps that module's loading), so each side loads torch when and as it does on its
+    own: dlrun composes its config and pauses the garbage collector before torch loads, the plain script does not."""
     return (
-        "import os, sys, time, runpy\n"
+        "import os, sys, time, runpy, importlib.machinery\n"
         "ticks = os.sysconf('SC_CLK_TCK')\n"
         "fields = open('/proc/self/stat').read().rsplit(')', 1)[1].split()\n"
         "boot = float(open('/proc/uptime').read().split()[0])\n"
         "started = time.monotonic() - (boot - int(fields[19]) / ticks)\n"  # starttime: field 22 of stat
-        "import torch.optim\n"
-        "from torch.optim.optimizer import register_optimizer_step_pre_hook\n"
         "done = []\n"
         "def hook(opt, args, kwargs):\n"
         "    if not done:\n"
         "        done.append(1)\n"
         f"        open({str(mark)!r}, 'w').write(str(time.monotonic() - started))\n"
-        "register_optimizer_step_pre_hook(hook)\n"  # torch's own global hook: measuring only
+        "class OnOptimizerImport:\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name != 'torch.optim.optimizer':\n"
+        "            return None\n"
+        "        sys.meta_path.remove(self)\n"
+        "        spec = importlib.machinery.PathFinder.find_spec(name, path)\n"
+        "        run = spec.loader.exec_module\n"
+        "        def exec_module(module):\n"
+        "            run(module)\n"
+        "            module.register_optimizer_step_pre_hook(hook)\n"  # torch's own global hook: measuring only
+        "        spec.loader.exec_module = exec_module\n"
+        "        return spec\n"
+        "sys.meta_path.insert(0, OnOptimizerImport())\n"
         "sys.argv = sys.argv[1:]\n"
         "if sys.argv[0] == 'dlrun':\n"
         "    try:\n"

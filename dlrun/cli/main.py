@@ -109,9 +109,6 @@ def main(argv: list[str] | None = None) -> None:
         print_error(f"{what}.{did_you_mean(first, COMMANDS)} Commands: {', '.join(COMMANDS)} (see dlrun --help); "
                     "everything else is GROUP=OPTION or KEY=VALUE.")
         sys.exit(2)
-    from dlrun.train import startup
-
-    startup.pause()  # no garbage collection while torch loads; the pipeline resumes it once the job is built
     from dlrun.cli.app import hydra_app, run_direct, unexpected  # Hydra: only for what composes or runs
 
     multirun = bool({"-m", "--multirun"} & set(flags))
@@ -144,6 +141,9 @@ def main(argv: list[str] | None = None) -> None:
     planned = sweep.planned_jobs(overrides) if multirun else None
     launched_at = time.time()
     stopped, exiting, code = None, None, None
+    from dlrun.train import startup
+
+    startup.pause()  # no garbage collection while torch loads; the pipeline resumes it once the job is built
     try:
         run_direct(*direct) if direct else hydra_app()
     except KeyboardInterrupt:
