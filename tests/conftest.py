@@ -29,6 +29,21 @@ def run_dlrun(*args: str, env: dict | None = None, timeout: float = 240, cwd: Pa
                           env=full_env, cwd=cwd or ROOT)
 
 
+def png_base64(images) -> list[str]:
+    """(H, W) uint8 arrays as base64 PNGs, the way a client sends images to `dlrun serve`."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    encoded = []
+    for x in images:
+        buf = io.BytesIO()
+        Image.fromarray(x).save(buf, "PNG")
+        encoded.append(base64.b64encode(buf.getvalue()).decode())
+    return encoded
+
+
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 

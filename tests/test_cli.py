@@ -127,19 +127,25 @@ def test_a_successful_run_runs_exit_handlers_and_skips_module_teardown(tmp_path)
     assert (tmp_path / "atexit_dlrun").exists() and (tmp_path / "teardown_dlrun").exists()
 
 
+def at_dlrun_exit(folder, setup: str, write: str) -> dict:
+    """The env of a `dlrun` process that runs `setup` (Python source) at its start and, at its exit, writes the
+    text `write` evaluates to (a Python expression) to folder/out.txt; through a sitecustomize.py in `folder`."""
+    (folder / "sitecustomize.py").write_text(
+        "import atexit, pathlib, sys\n" + setup +
+        "def at_exit():\n"
+        "    if pathlib.Path(sys.argv[0]).name == 'dlrun':\n"
+        f"        pathlib.Path({str(folder / 'out.txt')!r}).write_text({write})\n"
+        "atexit.register(at_exit)\n")
+    return {"PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")])}
+
+
 def test_a_default_run_imports_only_what_it_uses(tmp_path):
     """Every task and model module is imported to fill the registries; the libraries only some of them use
     (torchvision: 1-3 s, torchmetrics, gymnasium, sacrebleu, onnx) must wait until a run needs them."""
-    (tmp_path / "sitecustomize.py").write_text(
-        "import atexit, pathlib, sys\n"
-        "def at_exit():\n"
-        "    if pathlib.Path(sys.argv[0]).name == 'dlrun':\n"
-        f"        pathlib.Path({str(tmp_path / 'modules.txt')!r}).write_text(' '.join(sorted(sys.modules)))\n"
-        "atexit.register(at_exit)\n")
-    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    env = at_dlrun_exit(tmp_path, "", "' '.join(sorted(sys.modules))")
     proc = run_dlrun("logger=quiet", "trainer.epochs=1", f"hydra.run.dir={tmp_path / 'run'}", env=env)
     assert proc.returncode == 0, proc.stderr
-    loaded = {name.split(".")[0] for name in (tmp_path / "modules.txt").read_text().split()}
+    loaded = {name.split(".")[0] for name in (tmp_path / "out.txt").read_text().split()}
     assert "torch" in loaded and "dlrun" in loaded
     assert not loaded & {"torchvision", "torchmetrics", "gymnasium", "sacrebleu", "onnx", "onnxruntime",
                          "matplotlib"}, loaded & {"torchvision", "torchmetrics", "gymnasium", "sacrebleu", "onnx"}
@@ -148,22 +154,17 @@ def test_a_default_run_imports_only_what_it_uses(tmp_path):
 def test_no_garbage_collection_while_a_run_starts_and_frozen_after(tmp_path):
     """dlrun/train/startup.py: the collector is off while torch loads and the job is built, then every object
     alive is frozen (out of the collector's sight) and collection resumes."""
-    (tmp_path / "sitecustomize.py").write_text(
-        "import gc, json, pathlib, sys, atexit\n"
+    env = at_dlrun_exit(tmp_path, (
+        "import gc, json\n"
         "seen = {'during_start': 0, 'after': 0, 'frozen': 0}\n"
         "def cb(phase, info):\n"
         "    if phase != 'stop' or 'torch' not in sys.modules: return\n"
         "    seen['frozen'] = max(seen['frozen'], gc.get_freeze_count())\n"  # unfrozen again at exit
         "    seen['during_start' if seen['frozen'] == 0 else 'after'] += 1\n"
-        "gc.callbacks.append(cb)\n"
-        "def at_exit():\n"
-        "    if pathlib.Path(sys.argv[0]).name == 'dlrun':\n"
-        f"        pathlib.Path({str(tmp_path / 'gc.json')!r}).write_text(json.dumps(seen))\n"
-        "atexit.register(at_exit)\n")
-    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+        "gc.callbacks.append(cb)\n"), "json.dumps(seen)")
     proc = run_dlrun("logger=quiet", "trainer.epochs=2", f"hydra.run.dir={tmp_path / 'run'}", env=env)
     assert proc.returncode == 0, proc.stderr
-    seen = read_json(tmp_path / "gc.json")
+    seen = read_json(tmp_path / "out.txt")
     assert seen["during_start"] == 0 and seen["after"] > 0 and seen["frozen"] > 100_000, seen
 
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from conftest import Server, assert_clean_error, assert_config_mistake, read_json, read_jsonl, run_dlrun
+from conftest import Server, assert_clean_error, png_base64, assert_config_mistake, read_json, read_jsonl, run_dlrun
 from dlrun.errors import DlrunError
 from dlrun.registry import create_model
 from dlrun.tasks.detection import YoloLoss, detect, mean_average_precision, true_boxes
@@ -187,21 +187,12 @@ def test_predict_on_the_test_split_equals_the_summary(trained):
 
 def test_served_boxes_are_predicts(trained):
     """`dlrun serve` answers base64 PNG canvases with the boxes, classes and scores `dlrun predict` finds."""
-    import base64
-    import io
-
     import dlrun
-    from PIL import Image
-
     from dlrun.data.canvas import canvas
 
     run, _ = trained
     images = canvas(objects=1, n_samples=40, seed=7).test.x[:4, 0].numpy()
-    encoded = []
-    for x in images:
-        buf = io.BytesIO()
-        Image.fromarray(x).save(buf, "PNG")
-        encoded.append(base64.b64encode(buf.getvalue()).decode())
+    encoded = png_base64(images)
     expected = dlrun.load(run).predict(images[:, None])
     srv = Server(f"yolo={run}")
     try:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import dlrun
-from conftest import FASHION, Server, assert_clean_error, read_json, run_dlrun, run_main_inprocess
+from conftest import FASHION, Server, assert_clean_error, png_base64, read_json, run_dlrun, run_main_inprocess
 from dlrun.data.canvas import canvas, paint, source_items, tight_box
 from dlrun.data.dense_folder import dense_folder
 from dlrun.errors import DlrunError
@@ -151,18 +151,9 @@ def test_predict_on_png_files_writes_a_mask_per_image(trained, tmp_path):
 
 def test_served_masks_are_predicts(trained):
     """`dlrun serve` answers base64 PNG canvases with the masks `dlrun predict` gives (and their pixel counts)."""
-    import base64
-    import io
-
-    from PIL import Image
-
     run, _ = trained
     images = canvas(**CANVAS).test.x[:4, 0].numpy()
-    encoded = []
-    for x in images:
-        buf = io.BytesIO()
-        Image.fromarray(x).save(buf, "PNG")
-        encoded.append(base64.b64encode(buf.getvalue()).decode())
+    encoded = png_base64(images)
     expected = dlrun.load(run).predict(images[:, None])
     srv = Server(f"unet={run}")
     try:

@@ -56,9 +56,10 @@ def export(predictor, fmt: str, out: Path) -> Path:
     meta, x = metadata(predictor), example_input(predictor)
     writers = {"onnx": export_onnx, "torchscript": export_torchscript, "pt2": export_pt2,
                "safetensors": export_safetensors}
-    if fmt != "safetensors" and not_a_graph(predictor.model):
-        raise DlrunError(f"model={meta['model']} cannot be exported as {fmt}: {not_a_graph(predictor.model)}. Export "
-                         "its weights with --format safetensors.")
+    why = not_a_graph(predictor.model)
+    if fmt != "safetensors" and why:
+        raise DlrunError(f"model={meta['model']} cannot be exported as {fmt}: {why}. Export its weights with "
+                         "--format safetensors.")
     if fmt != "safetensors" and not deterministic(module, x):
         raise DlrunError(f"model={meta['model']} cannot be exported as {fmt}: its forward draws random numbers (two "
                          "calls on the same input differ), so a graph of it could not be checked against it. Export "
